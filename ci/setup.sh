@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create .venv, install pinned dependencies and build dlrmx into it. Idempotent: a second run
+# only rebuilds what changed. Everything a fresh machine needs is here.
+#
+#   TORCH_SPEC   which torch to install (default torch==2.13.0, the CPU build; a bare "torch"
+#                from PyPI would pull several GB of CUDA packages onto a CPU machine)
+#   TORCH_INDEX  an extra package index for TORCH_SPEC, e.g. a CUDA wheel index on a GPU machine
+#   DLRMX_EXTRAS extras to install (default "test"; "test,bench" adds FBGEMM for comparisons)
+#   DLRMX_SANITIZE=1  build with AddressSanitizer + UndefinedBehaviorSanitizer
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+EXTRAS=${DLRMX_EXTRAS:-test}
+
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip install -q --disable-pip-version-check)
+
+# torch first, alone, so nothing below can drag in a different (CUDA) build.
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  "${PIP[@]}" ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} "$TORCH_SPEC"
+fi
+TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
+# Every later install is constrained to the torch we have.
+echo "torch==$TORCH_VERSION" > "$VENV/torch-constraint.txt"
+"${PIP[@]}" -c "$VENV/torch-constraint.txt" "scikit-build-core>=0.10" ninja
+
+# No build isolation: the extension must compile against the torch installed above.
+CMAKE_ARGS_EXTRA=""
+[ "${DLRMX_SANITIZE:-0}" = 1 ] && CMAKE_ARGS_EXTRA="-DDLRMX_SANITIZE=ON"
+"${PIP[@]}" -c "$VENV/torch-constraint.txt" --no-build-isolation \
+  ${CMAKE_ARGS_EXTRA:+--config-settings=cmake.args="$CMAKE_ARGS_EXTRA"} \
+  --config-settings=build-dir="build/{wheel_tag}${DLRMX_SANITIZE:+-san}" \
+  -e ".[$EXTRAS]"

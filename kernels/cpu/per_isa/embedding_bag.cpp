@@ -1,0 +1,247 @@
+// Embedding-bag forward and backward, compiled once per ISA level (DLRMX_ISA_NS names the level).
+// Inner loops run over the embedding dimension and are written for the auto-vectorizer; common
+// dimensions get a compile-time size so a bag's accumulator stays in registers.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "embedding_bag.h"
+
+namespace dlrmx::cpu::DLRMX_ISA_NS {
+namespace {
+
+constexpr int64_t kPrefetchIds = 16;  // how many ids ahead rows are prefetched
+
+inline float to_float(float x) { return x; }
+inline float to_float(uint16_t bf16) {
+  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+template <typename T>
+inline void prefetch_row(const T* row, int64_t dim, int rw = 0) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t b = 0; b < dim * static_cast<int64_t>(sizeof(T)); b += 64)
+    rw ? __builtin_prefetch(p + b, 1, 3) : __builtin_prefetch(p + b, 0, 3);
+}
+
+// Pools one bag into out[0:dim]. kD > 0 fixes dim at compile time (the accumulator then lives
+// in registers); kD == 0 handles any dim.
+template <int kD, typename index_t, typename weight_t>
+void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t begin, int64_t end,
+              int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out,
+              int64_t* argmax) {
+  const int64_t D = kD > 0 ? kD : dim;
+  float local[kD > 0 ? kD : 1];
+  float* acc = kD > 0 ? local : out;
+  if (pooling == Pooling::max) {
+    for (int64_t d = 0; d < D; ++d) acc[d] = -std::numeric_limits<float>::infinity(), argmax[d] = -1;
+  } else {
+    for (int64_t d = 0; d < D; ++d) acc[d] = 0.f;
+  }
+  int64_t count = 0;
+  for (int64_t j = begin; j < end; ++j) {
+    if (j + kPrefetchIds < prefetch_end)
+      prefetch_row(table + static_cast<int64_t>(ids[j + kPrefetchIds]) * D, D);
+    const int64_t id = static_cast<int64_t>(ids[j]);
+    if (id == pad) continue;
+    ++count;
+    const weight_t* __restrict row = table + id * D;
+    if (pooling == Pooling::max) {
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) {
+        const float v = to_float(row[d]);
+        const bool better = v > acc[d];
+        acc[d] = better ? v : acc[d];
+        argmax[d] = better ? id : argmax[d];
+      }
+    } else {
+      const float w = psw ? psw[j] : 1.f;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) acc[d] += w * to_float(row[d]);
+    }
+  }
+  if (pooling == Pooling::max) {
+    for (int64_t d = 0; d < D; ++d) out[d] = argmax[d] < 0 ? 0.f : acc[d];
+  } else {
+    const float scale = (pooling == Pooling::mean && count > 0) ? 1.f / count : 1.f;
+    for (int64_t d = 0; d < D; ++d) out[d] = acc[d] * scale;
+  }
+}
+
+template <typename index_t, typename weight_t>
+using PoolFn = void (*)(const weight_t*, int64_t, const index_t*, int64_t, int64_t, int64_t,
+                        const float*, int64_t, Pooling, float*, int64_t*);
+
+template <typename index_t, typename weight_t>
+PoolFn<index_t, weight_t> pool_fn_for(int64_t dim) {
+  switch (dim) {
+    case 16: return pool_bag<16, index_t, weight_t>;
+    case 32: return pool_bag<32, index_t, weight_t>;
+    case 64: return pool_bag<64, index_t, weight_t>;
+    case 128: return pool_bag<128, index_t, weight_t>;
+    default: return pool_bag<0, index_t, weight_t>;
+  }
+}
+
+// Calls fn(part, t, row, g) once per distinct destination row with g = that row's summed
+// gradient, g[0:dim]. Each thread visits only the rows it owns in the plan.
+template <typename index_t, typename Fn>
+void for_each_row_gradient(const Tables& tables, const Bags<index_t>& bags,
+                           const GradientPlan& plan, const float* grad_out,
+                           const int64_t* argmax, Fn&& fn) {
+  int64_t max_dim = 1;
+  for (int64_t t = 0; t < tables.num_tables; ++t) max_dim = std::max(max_dim, tables.dims[t]);
+  const int64_t B = bags.batch_size, width = tables.output_width;
+  const float* psw = bags.per_sample_weights;
+  const bool is_max = bags.pooling == Pooling::max;
+#pragma omp parallel num_threads(plan.num_threads)
+  {
+    std::vector<float> gbuf(max_dim);
+    float* __restrict g = gbuf.data();
+    const int team = omp_get_num_threads();
+    for (int part = omp_get_thread_num(); part < plan.num_threads; part += team) {
+      const auto& L = plan.lookups[part];
+      int64_t t = 0;
+      size_t i = 0;
+      while (i < L.size()) {
+        const uint64_t key = L[i].key;
+        while (key >= static_cast<uint64_t>(plan.row_base[t + 1])) ++t;
+        const int64_t row = static_cast<int64_t>(key - plan.row_base[t]);
+        const int64_t D = tables.dims[t], col = tables.output_offsets[t];
+        for (int64_t d = 0; d < D; ++d) g[d] = 0.f;
+        uint32_t prev_bag = UINT32_MAX;
+        for (; i < L.size() && L[i].key == key; ++i) {
+          if (i + kPrefetchIds < L.size())
+            prefetch_row(grad_out + (L[i + kPrefetchIds].bag % B) * width + col, D);
+          const uint32_t bag = L[i].bag;
+          const float* __restrict go = grad_out + (bag % B) * width + col;
+          if (is_max) {
+            // A row repeated in a bag still won each column at most once.
+            if (bag == prev_bag) continue;
+            prev_bag = bag;
+            const int64_t* am = argmax + (bag % B) * width + col;
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d) g[d] += am[d] == row ? go[d] : 0.f;
+          } else {
+            const float s = (psw ? psw[L[i].pos] : 1.f) * plan.bag_scale[bag];
+#pragma omp simd
+            for (int64_t d = 0; d < D; ++d) g[d] += s * go[d];
+          }
+        }
+        fn(part, t, row, g, D);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename index_t, typename weight_t>
+void embedding_bag_forward(const Tables& tables, const Bags<index_t>& bags,
+                           const weight_t* const* weights, float* out, int64_t* argmax,
+                           int num_threads) {
+  const int64_t T = tables.num_tables, B = bags.batch_size, width = tables.output_width;
+  std::vector<PoolFn<index_t, weight_t>> pool(T);
+  for (int64_t t = 0; t < T; ++t) pool[t] = pool_fn_for<index_t, weight_t>(tables.dims[t]);
+#pragma omp parallel for num_threads(std::max(1, num_threads)) schedule(static)
+  for (int64_t bag = 0; bag < T * B; ++bag) {
+    const int64_t t = bag / B, b = bag % B, col = tables.output_offsets[t];
+    pool[t](weights[t], tables.dims[t], bags.ids, bags.offsets[bag], bags.offsets[bag + 1],
+            bags.offsets[(t + 1) * B], bags.per_sample_weights, tables.padding_idx[t],
+            bags.pooling, out + b * width + col, argmax ? argmax + b * width + col : nullptr);
+  }
+}
+
+template <typename index_t>
+void embedding_bag_grad(const Tables& tables, const Bags<index_t>& bags, const GradientPlan& plan,
+                        const float* grad_out, const int64_t* argmax, float* const* dense_grads,
+                        int64_t* const* sparse_rows, float* const* sparse_values) {
+  // Each part writes its distinct rows of table t from write_start(part, t) on.
+  std::vector<int64_t> cursor(static_cast<size_t>(plan.num_threads) * tables.num_tables);
+  for (int p = 0; p < plan.num_threads; ++p)
+    for (int64_t t = 0; t < tables.num_tables; ++t)
+      cursor[p * tables.num_tables + t] = plan.write_start(p, t);
+  for_each_row_gradient(tables, bags, plan, grad_out, argmax,
+                        [&](int part, int64_t t, int64_t row, const float* g, int64_t D) {
+                          float* dst;
+                          if (dense_grads) {
+                            dst = dense_grads[t] + row * D;
+                          } else {
+                            const int64_t k = cursor[part * tables.num_tables + t]++;
+                            sparse_rows[t][k] = row;
+                            dst = sparse_values[t] + k * D;
+                          }
+                          std::memcpy(dst, g, D * sizeof(float));
+                        });
+}
+
+template <typename index_t, typename weight_t>
+void embedding_bag_update(const Tables& tables, const Bags<index_t>& bags,
+                          const GradientPlan& plan, const float* grad_out, const int64_t* argmax,
+                          weight_t* const* weights, const UpdateParams& u) {
+  const float lr = u.lr, eps = u.eps;
+  for_each_row_gradient(
+      tables, bags, plan, grad_out, argmax,
+      [&](int, int64_t t, int64_t row, const float* __restrict g, int64_t D) {
+        weight_t* __restrict w = weights[t] + row * D;
+        if constexpr (std::is_same_v<weight_t, uint16_t>) {
+          // split-SGD: rebuild the fp32 master from bf16 upper half + trail, step, split again.
+          uint16_t* __restrict trail = u.trail[t] + row * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) {
+            uint32_t bits = (static_cast<uint32_t>(w[d]) << 16) | trail[d];
+            float x;
+            std::memcpy(&x, &bits, 4);
+            x -= lr * g[d];
+            std::memcpy(&bits, &x, 4);
+            w[d] = static_cast<uint16_t>(bits >> 16);
+            trail[d] = static_cast<uint16_t>(bits & 0xFFFFu);
+          }
+        } else if (u.kind == Update::sgd) {
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) w[d] -= lr * g[d];
+        } else if (u.kind == Update::rowwise_adagrad) {
+          float sq = 0.f;
+#pragma omp simd reduction(+ : sq)
+          for (int64_t d = 0; d < D; ++d) sq += g[d] * g[d];
+          float& state = u.state[t][row];
+          state += sq / static_cast<float>(D);
+          const float step = lr / (std::sqrt(state) + eps);
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) w[d] -= step * g[d];
+        } else {  // adagrad
+          float* __restrict s = u.state[t] + row * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) {
+            s[d] += g[d] * g[d];
+            w[d] -= lr * g[d] / (std::sqrt(s[d]) + eps);
+          }
+        }
+      });
+}
+
+#define DLRMX_INSTANTIATE(I)                                                                      \
+  template void embedding_bag_forward<I, float>(const Tables&, const Bags<I>&,                    \
+                                                const float* const*, float*, int64_t*, int);      \
+  template void embedding_bag_forward<I, uint16_t>(const Tables&, const Bags<I>&,                 \
+                                                   const uint16_t* const*, float*, int64_t*, int); \
+  template void embedding_bag_grad<I>(const Tables&, const Bags<I>&, const GradientPlan&,         \
+                                      const float*, const int64_t*, float* const*,                \
+                                      int64_t* const*, float* const*);                            \
+  template void embedding_bag_update<I, float>(const Tables&, const Bags<I>&,                     \
+                                               const GradientPlan&, const float*, const int64_t*, \
+                                               float* const*, const UpdateParams&);               \
+  template void embedding_bag_update<I, uint16_t>(const Tables&, const Bags<I>&,                  \
+                                                  const GradientPlan&, const float*,              \
+                                                  const int64_t*, uint16_t* const*,               \
+                                                  const UpdateParams&);
+DLRMX_INSTANTIATE(int32_t)
+DLRMX_INSTANTIATE(int64_t)
+
+}  // namespace dlrmx::cpu::DLRMX_ISA_NS
