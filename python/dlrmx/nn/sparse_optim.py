@@ -1,0 +1,118 @@
+"""Sparse optimizers fused into the embedding backward.
+
+Each is a small config; the module that owns the tables owns the optimizer state (as buffers, so
+it is part of the state_dict). The update runs inside the backward, one parallel region over the
+rows touched by the batch; no weight gradient is ever materialized.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+
+@dataclass
+class SparseOptimizer:
+    lr: float
+
+    name: ClassVar[str] = ""
+    weight_dtype: ClassVar[torch.dtype] = torch.float32
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"{type(self).__name__}: lr must be a finite number >= 0, got {self.lr!r}")
+        eps = getattr(self, "eps", 0.0)
+        if not (math.isfinite(eps) and eps >= 0):
+            raise ValueError(f"{type(self).__name__}: eps must be a finite number >= 0, got {eps!r}")
+
+    def init_state(self, weight: torch.Tensor) -> torch.Tensor | None:
+        """The optimizer state for one table (None when it keeps none)."""
+        return None
+
+
+@dataclass
+class SGD(SparseOptimizer):
+    """w -= lr * g, with g the row's gradient summed over the batch."""
+
+    name: ClassVar[str] = "sgd"
+
+
+@dataclass
+class RowWiseAdagrad(SparseOptimizer):
+    """FBGEMM's exact row-wise Adagrad: one fp32 state per row.
+    state += mean(g * g);  w -= lr * g / (sqrt(state) + eps)."""
+
+    eps: float = 1e-8
+    initial_accumulator_value: float = 0.0
+    name: ClassVar[str] = "rowwise_adagrad"
+
+    def init_state(self, weight: torch.Tensor) -> torch.Tensor:
+        return torch.full((weight.shape[0],), self.initial_accumulator_value, dtype=torch.float32)
+
+
+@dataclass
+class Adagrad(SparseOptimizer):
+    """Element-wise Adagrad, as torch.optim.Adagrad without lr decay or weight decay.
+    state += g * g;  w -= lr * g / (sqrt(state) + eps)."""
+
+    eps: float = 1e-10
+    initial_accumulator_value: float = 0.0
+    name: ClassVar[str] = "adagrad"
+
+    def init_state(self, weight: torch.Tensor) -> torch.Tensor:
+        return torch.full(weight.shape, self.initial_accumulator_value, dtype=torch.float32)
+
+
+@dataclass
+class SplitSGD(SparseOptimizer):
+    """SGD on split fp32 weights (Kalamkar et al., SC'20): the table holds the bf16 upper halves
+    (what forward and backward read: half the bytes of fp32) and the state the lower 16 bits
+    ("trail"). The update rebuilds the exact fp32 weight, steps, and splits it again."""
+
+    name: ClassVar[str] = "split_sgd"
+    weight_dtype: ClassVar[torch.dtype] = torch.bfloat16
+
+    def init_state(self, weight: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("split_sgd state comes from split_fp32(); use the module's constructor")
+
+
+OPTIMIZERS = {cls.name: cls for cls in (SGD, RowWiseAdagrad, Adagrad, SplitSGD)}
+
+
+def make_sparse_optimizer(name: str, **kwargs) -> SparseOptimizer:
+    """An optimizer by name: sgd, split_sgd, rowwise_adagrad or adagrad."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown sparse optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name](**kwargs)
+
+
+def split_fp32(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 -> (bf16 upper halves, int16 lower halves), exact: combine_fp32 undoes it bit for bit.
+    The upper half is the truncation (round toward zero) of the fp32 value."""
+    bits = weight.detach().contiguous().view(torch.int32)
+    upper = (bits >> 16).to(torch.int16).view(torch.bfloat16)
+    trail = (bits & 0xFFFF).to(torch.int16)
+    return upper, trail
+
+
+def combine_fp32(upper: torch.Tensor, trail: torch.Tensor) -> torch.Tensor:
+    """(bf16 upper halves, int16 lower halves) -> the exact fp32 weights."""
+    hi = upper.detach().view(torch.int16).to(torch.int32) << 16
+    lo = trail.to(torch.int32) & 0xFFFF
+    return (hi | lo).view(torch.float32)
+
+
+class FusedUpdate:
+    """Binds an optimizer config and its per-table state to the fused update op."""
+
+    def __init__(self, optimizer: SparseOptimizer, state: list[torch.Tensor] | None = None):
+        self.optimizer, self.state = optimizer, state or []
+
+    def apply(self, grad_out, weights, ids, offsets, psw, padding_idx, pooling, batch_size, argmax):
+        opt = self.optimizer
+        torch.ops.dlrmx.embedding_bag_update(
+            grad_out, weights, ids, offsets, psw, padding_idx, pooling, batch_size, argmax,
+            opt.name, float(opt.lr), float(getattr(opt, "eps", 0.0)), self.state)
