@@ -1,0 +1,163 @@
+// DLRM dot interaction, compiled once per ISA level (DLRMX_ISA_NS names the level).
+// Each sample's F feature vectors are first copied into an fp32 scratch block [F, D], so every
+// inner loop is a unit-stride loop over D that the auto-vectorizer turns into FMAs; common D get a
+// compile-time size so the loops are fully unrolled.
+#include <omp.h>
+
+#include <cstring>
+#include <vector>
+
+#include "interaction.h"
+
+namespace dlrmx::cpu::DLRMX_ISA_NS {
+namespace {
+
+inline float load(float x) { return x; }
+inline float load(uint16_t bf16) {
+  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline void store(float* p, float x) { *p = x; }
+inline void store(uint16_t* p, float x) {  // fp32 -> bf16, round to nearest even (NaN stays NaN)
+  uint32_t bits;
+  std::memcpy(&bits, &x, sizeof bits);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    *p = static_cast<uint16_t>((bits >> 16) | 0x40);
+    return;
+  }
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  *p = static_cast<uint16_t>(bits >> 16);
+}
+
+// z[f*D + d] <- feature f of sample b, as fp32.
+template <int kD, typename elem_t>
+inline void gather(const elem_t* dense, const elem_t* emb, int64_t b, int64_t T, int64_t dim,
+                   float* __restrict z) {
+  const int64_t D = kD > 0 ? kD : dim;
+  const elem_t* x = dense + b * D;
+#pragma omp simd
+  for (int64_t d = 0; d < D; ++d) z[d] = load(x[d]);
+  const elem_t* e = emb + b * T * D;
+  for (int64_t k = 0; k < T * D; k += D) {
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) z[D + k + d] = load(e[k + d]);
+  }
+}
+
+template <int kD, typename elem_t>
+void forward_impl(const elem_t* dense, const elem_t* emb, int64_t batch, int64_t T, int64_t dim,
+                  elem_t* out, int num_threads) {
+  const int64_t D = kD > 0 ? kD : dim, F = T + 1, P = F * (F - 1) / 2, width = D + P;
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<float> zbuf(F * D);
+    float* __restrict z = zbuf.data();
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+      gather<kD>(dense, emb, b, T, D, z);
+      elem_t* o = out + b * width;
+      const elem_t* x = dense + b * D;
+      for (int64_t d = 0; d < D; ++d) o[d] = x[d];  // the concatenated bottom output, bit-exact
+      int64_t p = D;
+      for (int64_t i = 1; i < F; ++i) {
+        const float* zi = z + i * D;
+        for (int64_t j = 0; j < i; ++j) {
+          const float* zj = z + j * D;
+          float s = 0.f;
+#pragma omp simd reduction(+ : s)
+          for (int64_t d = 0; d < D; ++d) s += zi[d] * zj[d];
+          store(o + p++, s);
+        }
+      }
+    }
+  }
+}
+
+template <int kD, typename elem_t>
+void backward_impl(const elem_t* grad_out, const elem_t* dense, const elem_t* emb, int64_t batch,
+                   int64_t T, int64_t dim, elem_t* grad_dense, elem_t* grad_emb,
+                   int num_threads) {
+  const int64_t D = kD > 0 ? kD : dim, F = T + 1, P = F * (F - 1) / 2, width = D + P;
+#pragma omp parallel num_threads(num_threads)
+  {
+    std::vector<float> zbuf(F * D), gbuf(F * F), accbuf(D);
+    float* __restrict z = zbuf.data();
+    float* __restrict g = gbuf.data();  // symmetric G + G^T, zero diagonal
+    float* __restrict acc = accbuf.data();
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+      gather<kD>(dense, emb, b, T, D, z);
+      const elem_t* go = grad_out + b * width;
+      int64_t p = D;
+      for (int64_t i = 0; i < F; ++i) g[i * F + i] = 0.f;
+      for (int64_t i = 1; i < F; ++i)
+        for (int64_t j = 0; j < i; ++j) {
+          const float v = load(go[p++]);
+          g[i * F + j] = v;
+          g[j * F + i] = v;
+        }
+      for (int64_t i = 0; i < F; ++i) {
+        if (i == 0) {
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) acc[d] = load(go[d]);  // the passthrough's gradient
+        } else {
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) acc[d] = 0.f;
+        }
+        const float* gi = g + i * F;
+        for (int64_t j = 0; j < F; ++j) {
+          const float w = gi[j];
+          const float* zj = z + j * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) acc[d] += w * zj[d];
+        }
+        elem_t* dst = i == 0 ? grad_dense + b * D : grad_emb + (b * T + (i - 1)) * D;
+        for (int64_t d = 0; d < D; ++d) store(dst + d, acc[d]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename elem_t>
+void dot_interaction_forward(const elem_t* dense, const elem_t* emb, int64_t batch,
+                             int64_t num_sparse, int64_t dim, elem_t* out, int num_threads) {
+  switch (dim) {
+    case 16: return forward_impl<16>(dense, emb, batch, num_sparse, dim, out, num_threads);
+    case 32: return forward_impl<32>(dense, emb, batch, num_sparse, dim, out, num_threads);
+    case 64: return forward_impl<64>(dense, emb, batch, num_sparse, dim, out, num_threads);
+    case 128: return forward_impl<128>(dense, emb, batch, num_sparse, dim, out, num_threads);
+    default: return forward_impl<0>(dense, emb, batch, num_sparse, dim, out, num_threads);
+  }
+}
+
+template <typename elem_t>
+void dot_interaction_backward(const elem_t* grad_out, const elem_t* dense, const elem_t* emb,
+                              int64_t batch, int64_t num_sparse, int64_t dim, elem_t* grad_dense,
+                              elem_t* grad_emb, int num_threads) {
+#define DLRMX_BWD(K) \
+  return backward_impl<K>(grad_out, dense, emb, batch, num_sparse, dim, grad_dense, grad_emb, num_threads)
+  switch (dim) {
+    case 16: DLRMX_BWD(16);
+    case 32: DLRMX_BWD(32);
+    case 64: DLRMX_BWD(64);
+    case 128: DLRMX_BWD(128);
+    default: DLRMX_BWD(0);
+  }
+#undef DLRMX_BWD
+}
+
+template void dot_interaction_forward<float>(const float*, const float*, int64_t, int64_t, int64_t,
+                                             float*, int);
+template void dot_interaction_forward<uint16_t>(const uint16_t*, const uint16_t*, int64_t, int64_t,
+                                                int64_t, uint16_t*, int);
+template void dot_interaction_backward<float>(const float*, const float*, const float*, int64_t,
+                                              int64_t, int64_t, float*, float*, int);
+template void dot_interaction_backward<uint16_t>(const uint16_t*, const uint16_t*,
+                                                 const uint16_t*, int64_t, int64_t, int64_t,
+                                                 uint16_t*, uint16_t*, int);
+
+}  // namespace dlrmx::cpu::DLRMX_ISA_NS

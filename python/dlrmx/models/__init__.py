@@ -1,0 +1,12 @@
+"""DLRM and its building blocks."""
+
+from dlrmx.models.dlrm import DLRM, make_mlp
+from dlrmx.models.interaction import (
+    cat_interaction,
+    dot_interaction,
+    dot_interaction_reference,
+    interaction_width,
+)
+
+__all__ = ["DLRM", "make_mlp", "dot_interaction", "dot_interaction_reference", "cat_interaction",
+           "interaction_width"]

@@ -1,0 +1,92 @@
+"""`dlrmx.models.DLRM`: bottom MLP, fused EmbeddingBagCollection, interaction, top MLP.
+
+Same architecture and initialization as the reference DLRM (facebookresearch/dlrm): ReLU after
+every bottom layer and every top layer but the last; the last top layer yields a logit (the
+reference applies Sigmoid there; we keep the logit so the loss can be computed stably, and
+`predict_proba` applies the sigmoid).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dlrmx.models.interaction import cat_interaction, dot_interaction, interaction_width
+from dlrmx.nn import EmbeddingBagCollection, SparseOptimizer
+
+
+def make_mlp(sizes: Sequence[int], last_relu: bool, generator: torch.Generator | None = None
+             ) -> nn.Sequential:
+    """Linear layers sizes[0] -> sizes[1] -> ...; ReLU after each (after the last one only if
+    last_relu). Reference init: W ~ N(0, sqrt(2/(in+out))), b ~ N(0, sqrt(1/out))."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        n, m = sizes[i], sizes[i + 1]
+        lin = nn.Linear(n, m)
+        with torch.no_grad():
+            lin.weight.normal_(0.0, math.sqrt(2.0 / (m + n)), generator=generator)
+            lin.bias.normal_(0.0, math.sqrt(1.0 / m), generator=generator)
+        layers.append(lin)
+        if i < len(sizes) - 2 or last_relu:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class DLRM(nn.Module):
+    """The DLRM of Naumov et al. (2019) with dlrmx's fused kernels.
+
+    bottom_mlp: sizes including the input (e.g. [13, 512, 256, 64, 16]); its output size must
+    equal embedding_dim. top_mlp: sizes after the interaction (e.g. [512, 256, 1]); the input size
+    is derived from the interaction, as in the reference's --arch-mlp-top. The embedding tables
+    are trained by `sparse_optimizer` inside the backward (None: ordinary parameters).
+    """
+
+    def __init__(self, table_sizes: Sequence[int], embedding_dim: int, bottom_mlp: Sequence[int],
+                 top_mlp: Sequence[int], interaction: str = "dot",
+                 sparse_optimizer: SparseOptimizer | None = None, seed: int | None = None,
+                 embedding_init: Sequence[torch.Tensor] | None = None) -> None:
+        super().__init__()
+        if bottom_mlp[-1] != embedding_dim:
+            raise ValueError(
+                f"bottom MLP output size {bottom_mlp[-1]} (last entry of --arch-mlp-bot) must equal "
+                f"the embedding size {embedding_dim} (--arch-sparse-feature-size): make them equal")
+        if top_mlp[-1] != 1:
+            raise ValueError(f"top MLP must end in 1 output (last entry of --arch-mlp-top), got {top_mlp[-1]}")
+        gen = None if seed is None else torch.Generator().manual_seed(seed)
+        self.interaction = interaction
+        self.num_tables, self.embedding_dim = len(table_sizes), embedding_dim
+        top_in = interaction_width(interaction, embedding_dim, len(table_sizes))
+        self.bottom = make_mlp(list(bottom_mlp), last_relu=True, generator=gen)
+        self.top = make_mlp([top_in, *top_mlp], last_relu=False, generator=gen)
+        if embedding_init is None and gen is not None:  # reference init, but from our generator
+            embedding_init = []
+            for n in table_sizes:
+                bound = math.sqrt(1.0 / n)
+                embedding_init.append(
+                    torch.empty(n, embedding_dim).uniform_(-bound, bound, generator=gen))
+        self.embeddings = EmbeddingBagCollection(
+            [(int(n), embedding_dim) for n in table_sizes], mode="sum",
+            optimizer=sparse_optimizer, init_weights=embedding_init)
+
+    def forward(self, dense: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor
+                ) -> torch.Tensor:
+        """Click logits [B]. dense: [B, 13]; values/offsets: the jagged (table-major) ids."""
+        x = self.bottom(dense)
+        emb = self.embeddings(values, offsets=offsets)
+        if self.interaction == "dot":
+            z = dot_interaction(x, emb)
+        else:
+            z = cat_interaction(x, emb)
+        return self.top(z).squeeze(1)
+
+    @torch.no_grad()
+    def predict_proba(self, dense: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor
+                      ) -> torch.Tensor:
+        return torch.sigmoid(self.forward(dense, values, offsets).float())
+
+    def dense_parameters(self) -> list[nn.Parameter]:
+        """The MLP parameters (trained by a torch optimizer; the tables train themselves)."""
+        return [*self.bottom.parameters(), *self.top.parameters()]
