@@ -144,7 +144,7 @@ class FileSource(BatchSource):
         label, dense, sparse = self.arrays[split]
         if split != "train" or not self.shuffle:
             sl = slice(index * batch_size, min((index + 1) * batch_size, label.shape[0]))
-            return make_batch(np.asarray(dense[sl]), np.asarray(sparse[sl]),
+            return make_batch(np.array(dense[sl]), np.array(sparse[sl]),  # copies: mmap is read-only
                               np.asarray(label[sl], dtype=np.float32))
         block_rows = batch_size * self.block_batches
         nblocks = -(-self.num_batches("train", batch_size) // self.block_batches)

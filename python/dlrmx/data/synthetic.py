@@ -70,12 +70,14 @@ class SyntheticCriteo:
 
     def __init__(self, sizes: list[int], seed: int = 0, zipf: float = 1.05, latent_dim: int = 4,
                  id_effect: float = 0.45, pair_effect: float = 0.35, dense_effect: float = 0.5,
-                 bias: float = -1.3) -> None:
+                 ctr: float = 0.25) -> None:
         if zipf <= 0 or zipf == 1.0:
             raise ValueError(f"zipf exponent must be > 0 and != 1, got {zipf}")
         self.sizes = [int(n) for n in sizes]
         self.seed, self.zipf, self.k = int(seed), float(zipf), int(latent_dim)
-        self.id_effect, self.pair_effect, self.bias = id_effect, pair_effect, bias
+        self.id_effect, self.pair_effect, self.bias = id_effect, pair_effect, 0.0
+        if not 0 < ctr < 1:
+            raise ValueError(f"ctr must be in (0, 1), got {ctr}")
         rng = np.random.default_rng([self.seed, 99])
         self.dense_mu = rng.uniform(0.0, 3.0, NUM_DENSE).astype(np.float32)
         self.dense_w = (rng.standard_normal(NUM_DENSE) * dense_effect).astype(np.float32)
@@ -86,9 +88,23 @@ class SyntheticCriteo:
             while math.gcd(a, n) != 1:
                 a += 2
             self._mult.append(a)
-        # Standardize the dense features for the teacher (log1p of lognormal counts).
-        self._dense_mean = np.log1p(np.exp(self.dense_mu + 0.5)).astype(np.float32)
         self.num_tables = len(self.sizes)
+        # Calibrate on a fixed sample: center the dense features, then pick the bias (bisection)
+        # that makes the mean click probability equal `ctr`, whatever the seed.
+        self._dense_mean = np.zeros(NUM_DENSE, dtype=np.float32)
+        cal = np.random.default_rng([self.seed, 98])
+        dense = self._dense(cal, 32768)
+        self._dense_mean = dense.mean(0)
+        z = self.logits(dense, self._ids(cal, 32768)).astype(np.float64)
+        lo, hi = -20.0, 20.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if np.mean(1 / (1 + np.exp(-(z + mid)))) < ctr else (lo, mid)
+        self.bias = 0.5 * (lo + hi)
+
+    def _dense(self, rng: np.random.Generator, b: int) -> np.ndarray:
+        counts = np.floor(rng.lognormal(self.dense_mu, 1.0, (b, NUM_DENSE)))
+        return np.log1p(counts).astype(np.float32)
 
     def _ids(self, rng: np.random.Generator, b: int) -> np.ndarray:
         s = 1.0 - self.zipf
@@ -123,8 +139,7 @@ class SyntheticCriteo:
 
     def batch(self, split: str, index: int, batch_size: int) -> SyntheticBatch:
         rng = np.random.default_rng([self.seed, SPLITS[split], int(index), int(batch_size)])
-        counts = np.floor(rng.lognormal(self.dense_mu, 1.0, (batch_size, NUM_DENSE)))
-        dense = np.log1p(counts).astype(np.float32)
+        dense = self._dense(rng, batch_size)
         sparse = self._ids(rng, batch_size)
         logit = self.logits(dense, sparse)
         prob = (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
