@@ -1,0 +1,168 @@
+"""End-to-end DLRM training throughput: dlrmx vs a plain-PyTorch DLRM that mirrors the reference
+(bench/dlrm_reference.py: nn.EmbeddingBag(sparse=True) + torch.optim.SGD), side by side in one
+process, same pre-generated synthetic batches, same thread count, interleaved repetitions.
+
+  python bench/train.py --config kaggle --threads 1 2          # full Kaggle tables, batch 2048
+  python bench/train.py --config terabyte --threads 1 2        # Terabyte arch, scaled tables
+  python bench/train.py --auc --steps 600                     # AUC parity on the same data/init
+  python bench/train.py --config kaggle --profile             # where dlrmx's step time goes
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dlrm_reference import ReferenceDLRM, split_batch  # noqa: E402
+
+import dlrmx.nn as dnn  # noqa: E402
+from dlrmx.data.loader import make_batch  # noqa: E402
+from dlrmx.data.synthetic import SyntheticCriteo, table_sizes  # noqa: E402
+from dlrmx.models import DLRM  # noqa: E402
+from dlrmx.train.metrics import roc_auc  # noqa: E402
+
+CONFIGS = {
+    # the reference's Kaggle recipe, full Kaggle cardinalities (33.8M rows)
+    "kaggle": dict(preset="kaggle", scale=1.0, dim=16, bot=[13, 512, 256, 64, 16], top=[512, 256, 1],
+                   batch=2048, lr=0.1),
+    # the MLPerf / Terabyte architecture, tables scaled to fit this machine's memory
+    "terabyte": dict(preset="terabyte", scale=0.01, dim=128, bot=[13, 512, 256, 128],
+                     top=[1024, 1024, 512, 256, 1], batch=2048, lr=1.0),
+}
+
+
+def make_models(c: dict, sizes: list[int], seed: int = 0):
+    torch.manual_seed(seed)
+    ours = DLRM(sizes, c["dim"], c["bot"], c["top"], sparse_optimizer=dnn.SGD(c["lr"]), seed=seed)
+    ref = ReferenceDLRM(sizes, c["dim"], c["bot"], c["top"])
+    ref.load_from_dlrmx(ours)
+    return ours, torch.optim.SGD(ours.dense_parameters(), lr=c["lr"]), ref, torch.optim.SGD(ref.parameters(), lr=c["lr"])
+
+
+def batches(gen: SyntheticCriteo, split: str, n: int, b: int):
+    out = []
+    for i in range(n):
+        sb = gen.batch(split, i, b)
+        bt = make_batch(sb.dense, sb.sparse, sb.label, sb.prob)
+        ids, offs = split_batch(torch.from_numpy(sb.sparse))
+        out.append((bt, ids, offs))
+    return out
+
+
+def step_dlrmx(model, opt, bt, _ids, _offs):
+    loss = F.binary_cross_entropy_with_logits(model(bt.dense, bt.values, bt.offsets), bt.label)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def step_ref(model, opt, bt, ids, offs):
+    loss = torch.nn.BCELoss()(model(bt.dense, ids, offs).squeeze(1), bt.label)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def throughput(args) -> None:
+    c = CONFIGS[args.config]
+    sizes = table_sizes(c["preset"], c["scale"])
+    gen = SyntheticCriteo(sizes, seed=0)
+    data = batches(gen, "train", args.steps, c["batch"])
+    print(f"# {args.config}: {sum(sizes):,} rows, d={c['dim']}, batch {c['batch']}, "
+          f"{args.steps} steps per repetition, {args.reps} repetitions (median)")
+    t0 = time.perf_counter()
+    ours, o_opt, ref, r_opt = make_models(c, sizes)
+    print(f"# models built in {time.perf_counter() - t0:.1f} s")
+    for nt in args.threads:
+        torch.set_num_threads(nt)
+        times: dict[str, list[float]] = {"dlrmx": [], "reference": []}
+        for name, (m, o, fn) in (("dlrmx", (ours, o_opt, step_dlrmx)), ("reference", (ref, r_opt, step_ref))):
+            for bt in data[: args.warmup]:
+                fn(m, o, *bt)
+        for _ in range(args.reps):  # interleaved: both systems see the same machine load
+            for name, (m, o, fn) in (("dlrmx", (ours, o_opt, step_dlrmx)), ("reference", (ref, r_opt, step_ref))):
+                t = time.perf_counter()
+                for bt in data:
+                    fn(m, o, *bt)
+                times[name].append((time.perf_counter() - t) / len(data))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        for k, v in med.items():
+            print(f"{args.config} threads={nt} {k:9s}: {v * 1e3:8.1f} ms/step  "
+                  f"{c['batch'] / v:10,.0f} samples/s  (reps: {', '.join(f'{x*1e3:.0f}' for x in times[k])} ms)")
+        print(f"{args.config} threads={nt} speedup dlrmx / reference: {med['reference'] / med['dlrmx']:.1f}x")
+
+
+def auc_parity(args) -> None:
+    c = dict(CONFIGS["kaggle"], scale=args.scale, batch=args.batch, lr=args.lr)
+    sizes = table_sizes("kaggle", c["scale"])
+    gen = SyntheticCriteo(sizes, seed=args.seed)
+    torch.set_num_threads(args.threads[0])
+    ours, o_opt, ref, r_opt = make_models(c, sizes, seed=args.seed)
+    for i in range(args.steps):
+        sb = gen.batch("train", i, c["batch"])
+        bt = make_batch(sb.dense, sb.sparse, sb.label)
+        ids, offs = split_batch(torch.from_numpy(sb.sparse))
+        step_dlrmx(ours, o_opt, bt, None, None)
+        step_ref(ref, r_opt, bt, ids, offs)
+    ys, po, pr, pt = [], [], [], []
+    with torch.no_grad():
+        for bt, ids, offs in batches(gen, "test", 25, 8192):
+            ys.append(bt.label.numpy())
+            po.append(ours(bt.dense, bt.values, bt.offsets).numpy())
+            pr.append(ref(bt.dense, ids, offs).squeeze(1).numpy())
+            pt.append(bt.prob.numpy())
+    y = np.concatenate(ys)
+    a, b, o = roc_auc(y, np.concatenate(po)), roc_auc(y, np.concatenate(pr)), roc_auc(y, np.concatenate(pt))
+    print(f"AUC after {args.steps} steps x {c['batch']} (kaggle arch, tables x{c['scale']}, lr {c['lr']}, "
+          f"seed {args.seed}), {y.size:,} test samples: dlrmx {a:.4f}, reference {b:.4f}, "
+          f"|diff| {abs(a - b):.4f}, oracle {o:.4f}")
+
+
+def profile(args) -> None:
+    c = CONFIGS[args.config]
+    sizes = table_sizes(c["preset"], c["scale"])
+    data = batches(SyntheticCriteo(sizes, seed=0), "train", 10, c["batch"])
+    torch.set_num_threads(args.threads[0])
+    ours, o_opt, _, _ = make_models(c, sizes)
+    for bt in data[:3]:
+        step_dlrmx(ours, o_opt, *bt)
+    with torch.profiler.profile() as prof:
+        for bt in data:
+            step_dlrmx(ours, o_opt, *bt)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", choices=sorted(CONFIGS), default="kaggle")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--auc", action="store_true", help="AUC parity run instead of throughput")
+    p.add_argument("--profile", action="store_true", help="torch.profiler table of a dlrmx step")
+    p.add_argument("--scale", type=float, default=0.01)
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--lr", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    if args.auc:
+        auc_parity(args)
+    elif args.profile:
+        profile(args)
+    else:
+        throughput(args)
+
+
+if __name__ == "__main__":
+    main()
