@@ -65,6 +65,16 @@ def step_dlrmx(model, opt, bt, _ids, _offs):
     return loss
 
 
+def step_dlrmx_bf16(model, opt, bt, _ids, _offs):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(bt.dense, bt.values, bt.offsets)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), bt.label)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 def step_ref(model, opt, bt, ids, offs):
     loss = torch.nn.BCELoss()(model(bt.dense, ids, offs).squeeze(1), bt.label)
     opt.zero_grad(set_to_none=True)
@@ -82,15 +92,20 @@ def throughput(args) -> None:
           f"{args.steps} steps per repetition, {args.reps} repetitions (median)")
     t0 = time.perf_counter()
     ours, o_opt, ref, r_opt = make_models(c, sizes)
+    systems = {"dlrmx": (ours, o_opt, step_dlrmx), "reference": (ref, r_opt, step_ref)}
+    if args.bf16:  # MLPs under bf16 autocast (oneDNN; AMX where present), split-SGD tables
+        b16 = DLRM(sizes, c["dim"], c["bot"], c["top"], sparse_optimizer=dnn.SplitSGD(c["lr"]),
+                   seed=0, embedding_init=ours.embeddings.fp32_weights())
+        systems["dlrmx-bf16"] = (b16, torch.optim.SGD(b16.dense_parameters(), lr=c["lr"]), step_dlrmx_bf16)
     print(f"# models built in {time.perf_counter() - t0:.1f} s")
     for nt in args.threads:
         torch.set_num_threads(nt)
-        times: dict[str, list[float]] = {"dlrmx": [], "reference": []}
-        for name, (m, o, fn) in (("dlrmx", (ours, o_opt, step_dlrmx)), ("reference", (ref, r_opt, step_ref))):
+        times: dict[str, list[float]] = {k: [] for k in systems}
+        for name, (m, o, fn) in systems.items():
             for bt in data[: args.warmup]:
                 fn(m, o, *bt)
         for _ in range(args.reps):  # interleaved: both systems see the same machine load
-            for name, (m, o, fn) in (("dlrmx", (ours, o_opt, step_dlrmx)), ("reference", (ref, r_opt, step_ref))):
+            for name, (m, o, fn) in systems.items():
                 t = time.perf_counter()
                 for bt in data:
                     fn(m, o, *bt)
@@ -99,7 +114,9 @@ def throughput(args) -> None:
         for k, v in med.items():
             print(f"{args.config} threads={nt} {k:9s}: {v * 1e3:8.1f} ms/step  "
                   f"{c['batch'] / v:10,.0f} samples/s  (reps: {', '.join(f'{x*1e3:.0f}' for x in times[k])} ms)")
-        print(f"{args.config} threads={nt} speedup dlrmx / reference: {med['reference'] / med['dlrmx']:.1f}x")
+        for k in systems:
+            if k != "reference":
+                print(f"{args.config} threads={nt} speedup {k} / reference: {med['reference'] / med[k]:.1f}x")
 
 
 def auc_parity(args) -> None:
@@ -133,12 +150,18 @@ def profile(args) -> None:
     sizes = table_sizes(c["preset"], c["scale"])
     data = batches(SyntheticCriteo(sizes, seed=0), "train", 10, c["batch"])
     torch.set_num_threads(args.threads[0])
-    ours, o_opt, _, _ = make_models(c, sizes)
+    ours, o_opt, _, _ = make_models(c, sizes)  # (reference unused here)
     for bt in data[:3]:
         step_dlrmx(ours, o_opt, *bt)
+    fn = step_dlrmx
+    if args.bf16:
+        ours = DLRM(sizes, c["dim"], c["bot"], c["top"], sparse_optimizer=dnn.SplitSGD(c["lr"]), seed=0)
+        o_opt, fn = torch.optim.SGD(ours.dense_parameters(), lr=c["lr"]), step_dlrmx_bf16
+        for bt in data[:3]:
+            fn(ours, o_opt, *bt)
     with torch.profiler.profile() as prof:
         for bt in data:
-            step_dlrmx(ours, o_opt, *bt)
+            fn(ours, o_opt, *bt)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
 
 
@@ -151,6 +174,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--auc", action="store_true", help="AUC parity run instead of throughput")
     p.add_argument("--profile", action="store_true", help="torch.profiler table of a dlrmx step")
+    p.add_argument("--bf16", action="store_true", help="also time dlrmx with --precision bf16")
     p.add_argument("--scale", type=float, default=0.01)
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--lr", type=float, default=0.2)

@@ -34,7 +34,7 @@ class TrainConfig:
     lr_decay_start_step: int = _f(0, "step at which the polynomial (power 2) decay starts")
     lr_num_decay_steps: int = _f(0, "steps of decay to 0 (0: no decay)")
     nepochs: int = _f(1, "number of epochs")
-    num_batches: int = _f(0, "batches per epoch (0: the whole training split; synthetic data: 3000)")
+    num_batches: int = _f(0, "batches per epoch (0: the whole training split; synthetic data: 2000)")
     print_freq: int = _f(100, "log training loss every N steps")
     test_freq: int = _f(-1, "evaluate on the validation split every N steps (-1: end of each epoch)")
     data_generation: str = _f("synthetic", "synthetic: planted-teacher Criteo-like data (dlrmx); "

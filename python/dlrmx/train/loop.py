@@ -23,7 +23,7 @@ from dlrmx.train.config import TrainConfig, _sizes
 from dlrmx.train.metrics import evaluate, roc_auc
 from dlrmx.train.schedule import lr_at
 
-SYNTHETIC_DEFAULT_BATCHES = 3000
+SYNTHETIC_DEFAULT_BATCHES = 2000
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
