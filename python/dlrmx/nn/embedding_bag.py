@@ -21,7 +21,7 @@ def to_bags(input: torch.Tensor, offsets: torch.Tensor | None, include_last_offs
         if offsets is not None:
             raise ValueError("offsets has to be None when input is 2-D (each row is one bag)")
         batch, length = input.shape
-        return input.reshape(-1), torch.arange(0, batch * length + 1, max(length, 1))[: batch + 1], batch
+        return input.reshape(-1), torch.arange(batch + 1) * length, batch
     if input.dim() != 1:
         raise ValueError(f"input has to be 1-D or 2-D, got {input.dim()}-D")
     if offsets is None or not isinstance(offsets, torch.Tensor) or offsets.dim() != 1:
