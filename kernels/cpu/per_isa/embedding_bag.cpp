@@ -89,12 +89,13 @@ PoolFn<index_t, weight_t> pool_fn_for(int64_t dim) {
   }
 }
 
-// Calls fn(part, t, row, g) once per distinct destination row with g = that row's summed
-// gradient, g[0:dim]. Each thread visits only the rows it owns in the plan.
-template <typename index_t, typename Fn>
+// Calls fn(part, t, row, g, dim) once per distinct destination row with g = that row's summed
+// gradient, g[0:dim]. Each thread visits only the rows it owns in the plan, in ascending order;
+// prefetch(t, row) is called a few lookups ahead of the row being reduced.
+template <typename index_t, typename Fn, typename Prefetch>
 void for_each_row_gradient(const Tables& tables, const Bags<index_t>& bags,
                            const GradientPlan& plan, const float* grad_out,
-                           const int64_t* argmax, Fn&& fn) {
+                           const int64_t* argmax, Fn&& fn, Prefetch&& prefetch) {
   int64_t max_dim = 1;
   for (int64_t t = 0; t < tables.num_tables; ++t) max_dim = std::max(max_dim, tables.dims[t]);
   const int64_t B = bags.batch_size, width = tables.output_width;
@@ -117,8 +118,12 @@ void for_each_row_gradient(const Tables& tables, const Bags<index_t>& bags,
         for (int64_t d = 0; d < D; ++d) g[d] = 0.f;
         uint32_t prev_bag = UINT32_MAX;
         for (; i < L.size() && L[i].key == key; ++i) {
-          if (i + kPrefetchIds < L.size())
-            prefetch_row(grad_out + (L[i + kPrefetchIds].bag % B) * width + col, D);
+          if (i + kPrefetchIds < L.size()) {
+            const RowLookup& ahead = L[i + kPrefetchIds];
+            prefetch_row(grad_out + (ahead.bag % B) * width + col, D);
+            if (ahead.key != L[i + kPrefetchIds - 1].key && ahead.key < static_cast<uint64_t>(plan.row_base[t + 1]))
+              prefetch(t, static_cast<int64_t>(ahead.key - plan.row_base[t]));
+          }
           const uint32_t bag = L[i].bag;
           const float* __restrict go = grad_out + (bag % B) * width + col;
           if (is_max) {
@@ -178,7 +183,8 @@ void embedding_bag_grad(const Tables& tables, const Bags<index_t>& bags, const G
                             dst = sparse_values[t] + k * D;
                           }
                           std::memcpy(dst, g, D * sizeof(float));
-                        });
+                        },
+                        [](int64_t, int64_t) {});
 }
 
 template <typename index_t, typename weight_t>
@@ -223,6 +229,13 @@ void embedding_bag_update(const Tables& tables, const Bags<index_t>& bags,
             w[d] -= lr * g[d] / (std::sqrt(s[d]) + eps);
           }
         }
+      },
+      [&](int64_t t, int64_t row) {
+        const int64_t D = tables.dims[t];
+        prefetch_row(weights[t] + row * D, D, 1);
+        if (u.kind == Update::split_sgd) prefetch_row(u.trail[t] + row * D, D, 1);
+        if (u.kind == Update::adagrad) prefetch_row(u.state[t] + row * D, D, 1);
+        if (u.kind == Update::rowwise_adagrad) __builtin_prefetch(u.state[t] + row, 1, 3);
       });
 }
 
