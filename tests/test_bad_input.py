@@ -95,3 +95,10 @@ def test_forced_isa_level_from_environment():
     assert res.stdout.strip() == "avx2"
     res = run_with_isa("sse9")
     assert res.returncode != 0 and "unknown level 'sse9'" in res.stderr
+
+
+def test_max_pooling_backward_op_needs_the_forward_argmax():
+    w = [torch.randn(5, 4)]
+    with pytest.raises(ValueError, match="max pooling needs the forward's argmax"):
+        torch.ops.dlrmx.embedding_bag_update(torch.ones(2, 4), w, torch.tensor([1, 2]), torch.tensor([0, 1, 2]),
+                                             None, [-1], 2, 2, torch.empty(0, dtype=torch.long), "sgd", 0.1, 0.0, [])
