@@ -30,12 +30,62 @@ inline void prefetch_row(const T* row, int64_t dim, int rw = 0) {
     rw ? __builtin_prefetch(p + b, 1, 3) : __builtin_prefetch(p + b, 0, 3);
 }
 
-// Pools one bag into out[0:dim]. kD > 0 fixes dim at compile time (the accumulator then lives
-// in registers); kD == 0 handles any dim.
+// 16 floats as one GCC vector: the compiler maps it to one zmm register (AVX-512), two ymm
+// (AVX2) or four xmm (baseline), so one source serves every ISA level.
+typedef float vf16 __attribute__((vector_size(64)));
+typedef uint16_t vu16x16 __attribute__((vector_size(32)));
+typedef uint32_t vu32x16 __attribute__((vector_size(64)));
+
+inline vf16 load16(const float* p) {
+  vf16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline vf16 load16(const uint16_t* p) {  // 16 bf16 -> fp32: widen and shift into the upper half
+  vu16x16 h;
+  std::memcpy(&h, p, sizeof h);
+  return reinterpret_cast<vf16>(__builtin_convertvector(h, vu32x16) << 16);
+}
+
+// Sum/mean pooling of one bag for dims that are a multiple of 16: the accumulator stays in
+// registers for the whole bag.
+template <int kD, typename index_t, typename weight_t>
+void sum_bag(const weight_t* table, const index_t* ids, int64_t begin, int64_t end,
+             int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out) {
+  static_assert(kD % 16 == 0, "vector path needs a multiple of 16");
+  constexpr int V = kD / 16;
+  vf16 acc[V] = {};
+  int64_t count = 0;
+  for (int64_t j = begin; j < end; ++j) {
+    if (j + kPrefetchIds < prefetch_end)
+      prefetch_row(table + static_cast<int64_t>(ids[j + kPrefetchIds]) * kD, kD);
+    const int64_t id = static_cast<int64_t>(ids[j]);
+    if (id == pad) continue;
+    ++count;
+    const weight_t* row = table + id * kD;
+    if (psw) {
+      const float w = psw[j];
+      for (int v = 0; v < V; ++v) acc[v] += w * load16(row + 16 * v);
+    } else {
+      for (int v = 0; v < V; ++v) acc[v] += load16(row + 16 * v);
+    }
+  }
+  const float scale = (pooling == Pooling::mean && count > 0) ? 1.f / count : 1.f;
+  for (int v = 0; v < V; ++v) {
+    const vf16 r = acc[v] * scale;
+    std::memcpy(out + 16 * v, &r, sizeof r);
+  }
+}
+
+// Pools one bag into out[0:dim]. kD > 0 fixes dim at compile time; kD == 0 handles any dim.
 template <int kD, typename index_t, typename weight_t>
 void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t begin, int64_t end,
               int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out,
               int64_t* argmax) {
+  if constexpr (kD > 0 && kD % 16 == 0) {
+    if (pooling != Pooling::max)
+      return sum_bag<kD>(table, ids, begin, end, prefetch_end, psw, pad, pooling, out);
+  }
   const int64_t D = kD > 0 ? kD : dim;
   float local[kD > 0 ? kD : 1];
   float* acc = kD > 0 ? local : out;
