@@ -172,3 +172,21 @@ def test_2d_input_with_empty_bags_gives_zeros():
     # torch.nn.EmbeddingBag raises on a [B, 0] input; the natural answer is B empty bags.
     out = dn.EmbeddingBag(10, 4, mode="sum")(torch.zeros(3, 0, dtype=torch.long))
     assert torch.equal(out, torch.zeros(3, 4))
+
+
+@pytest.mark.parametrize("opt", [dn.SplitSGD(lr=0.2), dn.RowWiseAdagrad(lr=0.2), dn.Adagrad(lr=0.2)],
+                         ids=lambda o: o.name)
+def test_drop_in_module_takes_every_fused_optimizer(opt):
+    """dlrmx.nn.EmbeddingBag(optimizer=...) updates exactly as the collection with one table."""
+    bag = dn.EmbeddingBag(30, 16, mode="sum", optimizer=opt)
+    ebc = dn.EmbeddingBagCollection([(30, 16)], optimizer=type(opt)(lr=0.2))
+    ebc.load_state_dict({"weights.0": bag.weight.detach().clone(),
+                         **{f"state_0": b.clone() for b in bag.buffers()}})
+    for step in range(3):
+        ids = torch.randint(0, 30, (24,))
+        offsets = torch.arange(0, 24, 4)
+        grad = torch.randn(6, 16)
+        bag(ids, offsets).backward(grad)
+        ebc(ids, offsets=torch.cat([offsets, torch.tensor([24])])).backward(grad)
+    assert torch.equal(bag.weight, ebc.weights[0])
+    assert torch.equal(next(bag.buffers()), ebc.state_0)
