@@ -27,9 +27,9 @@ echo "torch==$TORCH_VERSION" > "$VENV/torch-constraint.txt"
 "${PIP[@]}" -c "$VENV/torch-constraint.txt" "scikit-build-core>=0.10" ninja
 
 # No build isolation: the extension must compile against the torch installed above.
-CMAKE_ARGS_EXTRA=""
-[ "${DLRMX_SANITIZE:-0}" = 1 ] && CMAKE_ARGS_EXTRA="-DDLRMX_SANITIZE=ON"
-"${PIP[@]}" -c "$VENV/torch-constraint.txt" --no-build-isolation \
-  ${CMAKE_ARGS_EXTRA:+--config-settings=cmake.args="$CMAKE_ARGS_EXTRA"} \
-  --config-settings=build-dir="build/{wheel_tag}${DLRMX_SANITIZE:+-san}" \
-  -e ".[$EXTRAS]"
+BUILD_ARGS=(--config-settings=build-dir="build/{wheel_tag}")
+if [ "${DLRMX_SANITIZE:-0}" = 1 ]; then
+  BUILD_ARGS=(--config-settings=build-dir="build/{wheel_tag}-sanitize"
+              --config-settings=cmake.define.DLRMX_SANITIZE=ON)
+fi
+"${PIP[@]}" -c "$VENV/torch-constraint.txt" --no-build-isolation "${BUILD_ARGS[@]}" -e ".[$EXTRAS]"

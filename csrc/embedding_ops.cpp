@@ -151,6 +151,17 @@ at::Tensor checked_grad_out(const at::Tensor& grad_out, const Batch& b) {
   return grad_out.to(at::kFloat).contiguous();
 }
 
+// The forward's argmax for max pooling (checked, as the ops are public), else nullptr.
+const int64_t* argmax_ptr(const at::Tensor& argmax, const Batch& b) {
+  if (b.pooling != Pooling::max) return nullptr;
+  TORCH_CHECK_VALUE(argmax.scalar_type() == at::kLong && argmax.is_contiguous() &&
+                        argmax.dim() == 2 && argmax.size(0) == b.batch_size &&
+                        argmax.size(1) == b.tables.output_width,
+                    "max pooling needs the forward's argmax, an int64 [", b.batch_size, ", ",
+                    b.tables.output_width, "] tensor; got ", argmax.scalar_type(), " ", argmax.sizes());
+  return argmax.data_ptr<int64_t>();
+}
+
 template <typename I>
 cpu::GradientPlan plan_for(const Batch& b) {
   return cpu::make_gradient_plan(b.tables, b.bags<I>(), num_threads());
@@ -170,7 +181,7 @@ std::vector<at::Tensor> dense_grad(const at::Tensor& grad_out, at::TensorList we
     grads.push_back(at::zeros(w.sizes(), w.options().dtype(at::kFloat)));
     ptrs.push_back(grads.back().data_ptr<float>());
   }
-  const int64_t* am = b.pooling == Pooling::max ? argmax.data_ptr<int64_t>() : nullptr;
+  const int64_t* am = argmax_ptr(argmax, b);
   auto run = [&](auto index_tag) {
     using I = decltype(index_tag);
     auto plan = plan_for<I>(b);
@@ -189,7 +200,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>> sparse_grad(
     at::IntArrayRef padding_idx, int64_t pooling, int64_t batch_size, const at::Tensor& argmax) {
   Batch b = make_batch(weights, ids, offsets, per_sample_weights, padding_idx, pooling, batch_size);
   at::Tensor go = checked_grad_out(grad_out, b);
-  const int64_t* am = b.pooling == Pooling::max ? argmax.data_ptr<int64_t>() : nullptr;
+  const int64_t* am = argmax_ptr(argmax, b);
   std::vector<at::Tensor> rows, values;
   auto run = [&](auto index_tag) {
     using I = decltype(index_tag);
@@ -265,7 +276,7 @@ void update(const at::Tensor& grad_out, at::TensorList weights, const at::Tensor
   }
   u.state = state_ptrs.data();
   u.trail = trail_ptrs.data();
-  const int64_t* am = b.pooling == Pooling::max ? argmax.data_ptr<int64_t>() : nullptr;
+  const int64_t* am = argmax_ptr(argmax, b);
   auto run = [&](auto index_tag, auto weight_tag) {
     using I = decltype(index_tag);
     using W = decltype(weight_tag);

@@ -63,7 +63,8 @@ class _EmbeddingBags(torch.autograd.Function):
         if ctx.sparse:
             rows, values = torch.ops.dlrmx.embedding_bag_sparse_grad(*args)
             grads = [
-                torch.sparse_coo_tensor(r.unsqueeze(0), v, w.shape, is_coalesced=True)
+                torch.sparse_coo_tensor(r.unsqueeze(0), v, w.shape, is_coalesced=True,
+                                        check_invariants=False)
                 for r, v, w in zip(rows, values, weights)
             ]
         else:

@@ -30,12 +30,62 @@ inline void prefetch_row(const T* row, int64_t dim, int rw = 0) {
     rw ? __builtin_prefetch(p + b, 1, 3) : __builtin_prefetch(p + b, 0, 3);
 }
 
-// Pools one bag into out[0:dim]. kD > 0 fixes dim at compile time (the accumulator then lives
-// in registers); kD == 0 handles any dim.
+// 16 floats as one GCC vector: the compiler maps it to one zmm register (AVX-512), two ymm
+// (AVX2) or four xmm (baseline), so one source serves every ISA level.
+typedef float vf16 __attribute__((vector_size(64)));
+typedef uint16_t vu16x16 __attribute__((vector_size(32)));
+typedef uint32_t vu32x16 __attribute__((vector_size(64)));
+
+inline vf16 load16(const float* p) {
+  vf16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline vf16 load16(const uint16_t* p) {  // 16 bf16 -> fp32: widen and shift into the upper half
+  vu16x16 h;
+  std::memcpy(&h, p, sizeof h);
+  return reinterpret_cast<vf16>(__builtin_convertvector(h, vu32x16) << 16);
+}
+
+// Sum/mean pooling of one bag for dims that are a multiple of 16: the accumulator stays in
+// registers for the whole bag.
+template <int kD, typename index_t, typename weight_t>
+void sum_bag(const weight_t* table, const index_t* ids, int64_t begin, int64_t end,
+             int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out) {
+  static_assert(kD % 16 == 0, "vector path needs a multiple of 16");
+  constexpr int V = kD / 16;
+  vf16 acc[V] = {};
+  int64_t count = 0;
+  for (int64_t j = begin; j < end; ++j) {
+    if (j + kPrefetchIds < prefetch_end)
+      prefetch_row(table + static_cast<int64_t>(ids[j + kPrefetchIds]) * kD, kD);
+    const int64_t id = static_cast<int64_t>(ids[j]);
+    if (id == pad) continue;
+    ++count;
+    const weight_t* row = table + id * kD;
+    if (psw) {
+      const float w = psw[j];
+      for (int v = 0; v < V; ++v) acc[v] += w * load16(row + 16 * v);
+    } else {
+      for (int v = 0; v < V; ++v) acc[v] += load16(row + 16 * v);
+    }
+  }
+  const float scale = (pooling == Pooling::mean && count > 0) ? 1.f / count : 1.f;
+  for (int v = 0; v < V; ++v) {
+    const vf16 r = acc[v] * scale;
+    std::memcpy(out + 16 * v, &r, sizeof r);
+  }
+}
+
+// Pools one bag into out[0:dim]. kD > 0 fixes dim at compile time; kD == 0 handles any dim.
 template <int kD, typename index_t, typename weight_t>
 void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t begin, int64_t end,
               int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out,
               int64_t* argmax) {
+  if constexpr (kD > 0 && kD % 16 == 0) {
+    if (pooling != Pooling::max)
+      return sum_bag<kD>(table, ids, begin, end, prefetch_end, psw, pad, pooling, out);
+  }
   const int64_t D = kD > 0 ? kD : dim;
   float local[kD > 0 ? kD : 1];
   float* acc = kD > 0 ? local : out;
@@ -89,12 +139,13 @@ PoolFn<index_t, weight_t> pool_fn_for(int64_t dim) {
   }
 }
 
-// Calls fn(part, t, row, g) once per distinct destination row with g = that row's summed
-// gradient, g[0:dim]. Each thread visits only the rows it owns in the plan.
-template <typename index_t, typename Fn>
+// Calls fn(part, t, row, g, dim) once per distinct destination row with g = that row's summed
+// gradient, g[0:dim]. Each thread visits only the rows it owns in the plan, in ascending order;
+// prefetch(t, row) is called a few lookups ahead of the row being reduced.
+template <typename index_t, typename Fn, typename Prefetch>
 void for_each_row_gradient(const Tables& tables, const Bags<index_t>& bags,
                            const GradientPlan& plan, const float* grad_out,
-                           const int64_t* argmax, Fn&& fn) {
+                           const int64_t* argmax, Fn&& fn, Prefetch&& prefetch) {
   int64_t max_dim = 1;
   for (int64_t t = 0; t < tables.num_tables; ++t) max_dim = std::max(max_dim, tables.dims[t]);
   const int64_t B = bags.batch_size, width = tables.output_width;
@@ -117,8 +168,12 @@ void for_each_row_gradient(const Tables& tables, const Bags<index_t>& bags,
         for (int64_t d = 0; d < D; ++d) g[d] = 0.f;
         uint32_t prev_bag = UINT32_MAX;
         for (; i < L.size() && L[i].key == key; ++i) {
-          if (i + kPrefetchIds < L.size())
-            prefetch_row(grad_out + (L[i + kPrefetchIds].bag % B) * width + col, D);
+          if (i + kPrefetchIds < L.size()) {
+            const RowLookup& ahead = L[i + kPrefetchIds];
+            prefetch_row(grad_out + (ahead.bag % B) * width + col, D);
+            if (ahead.key != L[i + kPrefetchIds - 1].key && ahead.key < static_cast<uint64_t>(plan.row_base[t + 1]))
+              prefetch(t, static_cast<int64_t>(ahead.key - plan.row_base[t]));
+          }
           const uint32_t bag = L[i].bag;
           const float* __restrict go = grad_out + (bag % B) * width + col;
           if (is_max) {
@@ -178,7 +233,8 @@ void embedding_bag_grad(const Tables& tables, const Bags<index_t>& bags, const G
                             dst = sparse_values[t] + k * D;
                           }
                           std::memcpy(dst, g, D * sizeof(float));
-                        });
+                        },
+                        [](int64_t, int64_t) {});
 }
 
 template <typename index_t, typename weight_t>
@@ -223,6 +279,13 @@ void embedding_bag_update(const Tables& tables, const Bags<index_t>& bags,
             w[d] -= lr * g[d] / (std::sqrt(s[d]) + eps);
           }
         }
+      },
+      [&](int64_t t, int64_t row) {
+        const int64_t D = tables.dims[t];
+        prefetch_row(weights[t] + row * D, D, 1);
+        if (u.kind == Update::split_sgd) prefetch_row(u.trail[t] + row * D, D, 1);
+        if (u.kind == Update::adagrad) prefetch_row(u.state[t] + row * D, D, 1);
+        if (u.kind == Update::rowwise_adagrad) __builtin_prefetch(u.state[t] + row, 1, 3);
       });
 }
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dlrmx import ops
-from dlrmx.nn.sparse_optim import FusedUpdate, SparseOptimizer
+from dlrmx.nn.sparse_optim import FusedUpdate, SparseOptimizer, split_fp32
 
 
 def _unsupported(name: str, value) -> NotImplementedError:
@@ -21,7 +21,7 @@ def to_bags(input: torch.Tensor, offsets: torch.Tensor | None, include_last_offs
         if offsets is not None:
             raise ValueError("offsets has to be None when input is 2-D (each row is one bag)")
         batch, length = input.shape
-        return input.reshape(-1), torch.arange(0, batch * length + 1, max(length, 1))[: batch + 1], batch
+        return input.reshape(-1), torch.arange(batch + 1) * length, batch
     if input.dim() != 1:
         raise ValueError(f"input has to be 1-D or 2-D, got {input.dim()}-D")
     if offsets is None or not isinstance(offsets, torch.Tensor) or offsets.dim() != 1:
@@ -39,8 +39,9 @@ def to_bags(input: torch.Tensor, offsets: torch.Tensor | None, include_last_offs
 
 class EmbeddingBag(nn.Module):
     """Same constructor, defaults, forward and state_dict as `torch.nn.EmbeddingBag`, backed by
-    dlrmx's fused kernels. Extra keyword: `optimizer=` (a `dlrmx.nn.SparseOptimizer`) applies
-    that optimizer inside backward, in place, instead of producing `weight.grad`."""
+    dlrmx's fused kernels. Extra keyword: `optimizer=` (a `dlrmx.nn` sparse optimizer) applies
+    that optimizer inside backward, in place, instead of producing `weight.grad`; its state is
+    kept in buffers (`optimizer_state`, or `trail` for split-SGD, whose weight is then bf16)."""
 
     def __init__(
         self,
@@ -72,8 +73,6 @@ class EmbeddingBag(nn.Module):
             raise ValueError(f"mode has to be one of sum, mean or max, got {mode!r}")
         if mode == "max" and sparse:
             raise ValueError("max mode does not support sparse weights")
-        if optimizer is not None and optimizer.name != "sgd":
-            raise _unsupported("optimizer", optimizer)  # tables with state: EmbeddingBagCollection
         if padding_idx is not None:
             if not -num_embeddings <= padding_idx < num_embeddings:
                 raise ValueError(f"padding_idx must be within [-{num_embeddings}, {num_embeddings})")
@@ -89,7 +88,24 @@ class EmbeddingBag(nn.Module):
             if list(_weight.shape) != [num_embeddings, embedding_dim]:
                 raise ValueError("Shape of weight does not match num_embeddings and embedding_dim")
             self.weight = nn.Parameter(_weight)
+        if optimizer is not None:
+            self._init_fused(optimizer)
         self._anchor = torch.zeros(0, requires_grad=optimizer is not None)
+
+    def _init_fused(self, optimizer: SparseOptimizer) -> None:
+        """Fused mode: the weight takes no gradient; optimizer state becomes a buffer (split-SGD:
+        the weight turns bf16 and its lower halves are the buffer `trail`)."""
+        if optimizer.name == "split_sgd":
+            upper, trail = split_fp32(self.weight.data)
+            self.weight = nn.Parameter(upper, requires_grad=False)
+            self.register_buffer("trail", trail)
+            self._state = ["trail"]
+        else:
+            self.weight.requires_grad_(False)
+            state = optimizer.init_state(self.weight)
+            if state is not None:
+                self.register_buffer("optimizer_state", state)
+            self._state = [] if state is None else ["optimizer_state"]
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight)
@@ -107,7 +123,8 @@ class EmbeddingBag(nn.Module):
         return ops.embedding_bags(
             [self.weight], ids, offsets, batch, pooling=self.mode, per_sample_weights=psw,
             padding_idx=[self.padding_idx], sparse=self.sparse,
-            optimizer=None if self.optimizer is None else FusedUpdate(self.optimizer),
+            optimizer=None if self.optimizer is None else FusedUpdate(
+                self.optimizer, [getattr(self, name) for name in self._state]),
             anchor=self._anchor,
         )
 

@@ -8,6 +8,7 @@ rows touched by the batch; no weight gradient is ever materialized.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,7 +17,12 @@ import torch
 
 @dataclass
 class SparseOptimizer:
+    """lr: learning rate (a schedule may change it between steps). skip_nonfinite: skip the
+    update of a batch whose output gradient holds NaN/Inf, count it in `skipped_steps` and warn,
+    instead of writing NaN into the touched rows."""
+
     lr: float
+    skip_nonfinite: bool = False
 
     name: ClassVar[str] = ""
     weight_dtype: ClassVar[torch.dtype] = torch.float32
@@ -27,6 +33,7 @@ class SparseOptimizer:
         eps = getattr(self, "eps", 0.0)
         if not (math.isfinite(eps) and eps >= 0):
             raise ValueError(f"{type(self).__name__}: eps must be a finite number >= 0, got {eps!r}")
+        self.skipped_steps = 0
 
     def init_state(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The optimizer state for one table (None when it keeps none)."""
@@ -113,6 +120,11 @@ class FusedUpdate:
 
     def apply(self, grad_out, weights, ids, offsets, psw, padding_idx, pooling, batch_size, argmax):
         opt = self.optimizer
+        if opt.skip_nonfinite and not bool(torch.isfinite(grad_out).all()):
+            opt.skipped_steps += 1
+            warnings.warn(f"{opt.name}: non-finite gradient, embedding update skipped "
+                          f"({opt.skipped_steps} skipped so far)", RuntimeWarning, stacklevel=2)
+            return
         torch.ops.dlrmx.embedding_bag_update(
             grad_out, weights, ids, offsets, psw, padding_idx, pooling, batch_size, argmax,
             opt.name, float(opt.lr), float(getattr(opt, "eps", 0.0)), self.state)

@@ -1,0 +1,79 @@
+"""`dlrmx.optim.Lamb`: LAMB on a fused multi-tensor kernel (two passes, one parallel region)."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from dlrmx import ops  # noqa: F401  (registers torch.ops.dlrmx)
+from dlrmx.optim._common import check_hyper, grads_are_finite, report_skip
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al., "Large Batch Optimization for Deep Learning", ICLR 2020).
+
+    The flavour, per parameter tensor p with gradient g at step t:
+        m = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2
+        u = (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + weight_decay * p
+        p -= lr * min(|p|, max_weight_norm) / |u| * u        (ratio 1 if a norm is 0)
+
+    Bias correction is on (as in the paper's algorithm and IPEX): without it the first
+    updates are shrunk by (1 - b1) until the moments warm up, which a short tuning trial
+    cannot afford. The weight norm is clamped to 10 (as Intel's MLPerf DLRM LAMB): a layer
+    with large weights otherwise gets a huge trust ratio and a destabilizing step. eps = 1e-6
+    as both. `bias_correction=False, max_weight_norm=0` give the other flavours.
+
+    `skip_nonfinite=True` skips a step whose gradients hold NaN/Inf (counted in
+    `skipped_steps`, with a warning) instead of poisoning the weights and moments.
+    """
+
+    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-6, weight_decay: float = 0.0, max_weight_norm: float = 10.0,
+                 bias_correction: bool = True, skip_nonfinite: bool = False) -> None:
+        check_hyper("Lamb", lr=lr, eps=eps, weight_decay=weight_decay, max_weight_norm=max_weight_norm)
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"Lamb: betas must be in [0, 1), got {betas}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        max_weight_norm=max_weight_norm, bias_correction=bias_correction)
+        super().__init__(params, defaults)
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_steps = 0
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        groups = []
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError("Lamb does not support sparse gradients; use a dlrmx.nn "
+                                       "sparse optimizer for embedding tables")
+            groups.append((group, params))
+        if self.skip_nonfinite and not grads_are_finite([p.grad for _, ps in groups for p in ps]):
+            self.skipped_steps += 1
+            report_skip("Lamb", self.skipped_steps)
+            return loss
+        for group, params in groups:
+            if not params:
+                continue
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                state["step"] += 1
+            # Parameters of one group always step together, so they share one step count.
+            step = int(self.state[params[0]]["step"])
+            b1, b2 = group["betas"]
+            torch.ops.dlrmx.lamb_step(
+                params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params],
+                [self.state[p]["exp_avg_sq"] for p in params], float(group["lr"]), b1, b2,
+                group["eps"], group["weight_decay"], group["max_weight_norm"],
+                group["bias_correction"], step)
+        return loss

@@ -1,0 +1,64 @@
+"""`dlrmx.optim.SplitSGD`: SGD for bf16 parameters that keeps exact fp32 master weights."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+
+from dlrmx import ops  # noqa: F401  (registers torch.ops.dlrmx)
+from dlrmx.nn.sparse_optim import split_fp32
+from dlrmx.optim._common import check_hyper, grads_are_finite, report_skip
+
+
+class SplitSGD(torch.optim.Optimizer):
+    """Split-SGD (Kalamkar et al., SC'20) for dense parameters.
+
+    Each parameter is a bf16 tensor holding the upper 16 bits of its fp32 master weight; the
+    optimizer state holds the lower 16 bits ("trail"), so master weights cost no extra memory
+    over fp32 and forward/backward run on bf16. A step rebuilds the fp32 weight, applies
+    p -= lr * (g + weight_decay * p), and splits it again by truncation: the rebuilt weights
+    equal fp32 SGD's bit for bit.
+
+    Pass fp32 parameters to have them converted in place to bf16 (trail = their lower bits);
+    bf16 parameters start with a zero trail. Momentum is not supported (it would need an fp32
+    buffer per weight, which is what split-SGD exists to avoid).
+    """
+
+    def __init__(self, params: Iterable, lr: float = 0.01, momentum: float = 0.0,
+                 weight_decay: float = 0.0, skip_nonfinite: bool = False) -> None:
+        if momentum != 0:
+            raise ValueError("SplitSGD does not support momentum (it would need an fp32 buffer per "
+                             "weight); use momentum=0, or Lamb")
+        check_hyper("SplitSGD", lr=lr, weight_decay=weight_decay)
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_steps = 0
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.dtype == torch.float32:
+                    upper, trail = split_fp32(p.data)
+                    p.data = upper
+                elif p.dtype == torch.bfloat16:
+                    trail = torch.zeros(p.shape, dtype=torch.int16)
+                else:
+                    raise TypeError(f"SplitSGD: parameters must be float32 or bfloat16, got {p.dtype}")
+                self.state[p]["trail"] = trail
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        todo = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
+        if self.skip_nonfinite and not grads_are_finite([p.grad for _, ps in todo for p in ps]):
+            self.skipped_steps += 1
+            report_skip("SplitSGD", self.skipped_steps)
+            return loss
+        for group, params in todo:
+            if params:
+                torch.ops.dlrmx.split_sgd_step(params, [self.state[p]["trail"] for p in params],
+                                               [p.grad for p in params], float(group["lr"]),
+                                               group["weight_decay"])
+        return loss
