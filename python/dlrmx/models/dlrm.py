@@ -31,7 +31,7 @@ def make_mlp(sizes: Sequence[int], last_relu: bool, generator: torch.Generator |
             lin.bias.normal_(0.0, math.sqrt(1.0 / m), generator=generator)
         layers.append(lin)
         if i < len(sizes) - 2 or last_relu:
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))  # addmm backward needs not its output
     return nn.Sequential(*layers)
 
 
@@ -74,7 +74,7 @@ class DLRM(nn.Module):
     def forward(self, dense: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor
                 ) -> torch.Tensor:
         """Click logits [B]. dense: [B, 13]; values/offsets: the jagged (table-major) ids."""
-        x = self.bottom(dense)
+        x = self.bottom(dense.to(self.bottom[0].weight.dtype))  # bf16 MLPs: the one input cast
         emb = self.embeddings(values, offsets=offsets)
         if self.interaction == "dot":
             z = dot_interaction(x, emb)
