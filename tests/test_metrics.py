@@ -1,4 +1,4 @@
-"""Exact AUC / log loss / accuracy vs scikit-learn; the LR schedule vs the reference's formula."""
+"""Exact AUC / log loss / accuracy vs scikit-learn."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,6 @@ from sklearn.metrics import log_loss as sk_log_loss
 from sklearn.metrics import roc_auc_score
 
 from dlrmx.train.metrics import accuracy, evaluate, log_loss, log_loss_from_logits, roc_auc
-from dlrmx.train.schedule import lr_at
 
 
 @pytest.mark.parametrize("n,ties", [(10, False), (1000, True), (20000, False), (5000, True)])
@@ -37,13 +36,3 @@ def test_logloss_and_accuracy_equal_sklearn():
     # stable where probabilities saturate: z = 800 would overflow exp
     assert np.isfinite(log_loss_from_logits([0, 1], [800.0, -800.0]))
     assert evaluate(y, z)["auc"] == pytest.approx(roc_auc_score(y, z))
-
-
-def test_lr_schedule_reference_policy():
-    # warm-up 4, decay from step 10 over 5 steps (reference counts scheduler steps from 1)
-    lrs = [lr_at(s, 1.0, 4, 10, 5) for s in range(20)]
-    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
-    assert lrs[4:9] == pytest.approx([1.0] * 5)
-    assert lrs[9:14] == pytest.approx([(5 / 5) ** 2, (4 / 5) ** 2, (3 / 5) ** 2, (2 / 5) ** 2, (1 / 5) ** 2])
-    assert lrs[14:] == pytest.approx([(1 / 5) ** 2] * 6)  # frozen at the last value
-    assert [lr_at(s, 0.3, 0, 0, 0) for s in range(3)] == [0.3] * 3

@@ -103,7 +103,13 @@ def test_split_sgd_state_round_trips():
     params2 = [torch.nn.Parameter(params[0].detach().clone())]
     opt2 = SplitSGD(params2, lr=0.1)
     opt2.load_state_dict(opt.state_dict())
-    assert torch.equal(opt2.state[params2[0]]["trail"], opt.state[params[0]]["trail"])
+    # torch.equal promotes dtypes: check the dtype too (torch's load would cast int16 -> bf16)
+    loaded, saved = opt2.state[params2[0]]["trail"], opt.state[params[0]]["trail"]
+    assert loaded.dtype == torch.int16 and torch.equal(loaded, saved)
+    params[0].grad = params2[0].grad = torch.randn(10, 3, dtype=torch.bfloat16)
+    opt.step()
+    opt2.step()
+    assert torch.equal(params2[0], params[0]) and torch.equal(opt2.state[params2[0]]["trail"], saved)
 
 
 def reference_lr(base, step, warmup, decay_start, decay_steps):
@@ -131,6 +137,20 @@ def test_warmup_poly_decay_drives_dense_and_sparse_together():
                               warmup_steps=5, decay_start_step=8, decay_steps=6)
     resumed.load_state_dict(sched.state_dict())
     assert resumed.get_last_lr() == sched.get_last_lr()
+
+
+def test_warmup_poly_decay_set_step_jumps_and_floors():
+    dense = torch.optim.SGD(torch.nn.Linear(4, 1).parameters(), lr=0.5)
+    sparse = dn.SGD(lr=2.0)
+    sched = WarmupPolyDecay([dense], [sparse], warmup_steps=5, decay_start_step=8, decay_steps=6,
+                            min_lr=0.02)
+    for step in (0, 3, 9, 12, 30):
+        sched.set_step(step)
+        want = [max(0.02, reference_lr(b, step, 5, 8, 6)) for b in (0.5, 2.0)]
+        assert sched.get_last_lr() == pytest.approx(want)
+    assert sched.get_last_lr()[0] == 0.02  # the decay's end, 0.5 * (1/6)^2, is below the floor
+    with pytest.raises(ValueError, match="step"):
+        sched.set_step(-1)
 
 
 def test_bad_hyperparameters_are_named():

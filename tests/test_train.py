@@ -12,6 +12,7 @@ import torch
 
 from dlrmx.data.loader import DataFormatError, FileSource, write_arrays
 from dlrmx.train import NonFiniteLossError, TrainConfig, parse_args, run
+from dlrmx.train.config import OPTIMIZERS
 from dlrmx.train import checkpoint as ckpt
 from dlrmx.train.__main__ import main
 
@@ -212,3 +213,22 @@ def test_random_data_and_inference_only(tmp_path):
                      load_model=str(tmp_path / "run" / "checkpoint.pt"), inference_only=True))
     assert again.stopped == "inference_only"
     assert again.final["val"]["auc"] == res.final["val"]["auc"]
+
+
+@pytest.mark.parametrize("optimizer,precision", [(o, "fp32") for o in OPTIMIZERS] +
+                         [("sgd", "bf16"), ("hybrid", "bf16")])
+def test_every_optimizer_trains_with_the_schedule(tmp_path, optimizer, precision):
+    # LAMB's step is lr x the weight norm: 0.1 moves every layer by 10% a step and diverges here
+    lr = 0.02 if optimizer in ("lamb", "hybrid") else 0.1
+    res = run(_cfg(tmp_path, optimizer=optimizer, precision=precision, num_batches=60,
+                   print_freq=5, lr_num_warmup_steps=10, learning_rate=lr))
+    recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in recs if r["kind"] == "train"]
+    # lr logged at step 5 is the rate of 0-based step 4: warm-up 5/10 of the base rate
+    assert train[0]["step"] == 5 and train[0]["lr"] == pytest.approx(lr / 2)
+    assert train[-1]["lr"] == pytest.approx(lr)
+    assert res.final["test"]["auc"] > 0.66, res.final["test"]["auc"]  # lr 0: 0.56
+    state = ckpt.load(tmp_path / "run" / "checkpoint.pt")["model"]
+    mlp_dtype = state["bottom.0.weight"].dtype
+    native_bf16 = precision == "bf16" and optimizer not in ("lamb", "hybrid", "adagrad", "rowwise_adagrad")
+    assert mlp_dtype == (torch.bfloat16 if native_bf16 else torch.float32)

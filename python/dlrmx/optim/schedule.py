@@ -66,6 +66,13 @@ class WarmupPolyDecay:
         self.last_step += 1
         self._apply()
 
+    def set_step(self, step: int) -> None:
+        """Jump to `step` (0-based; e.g. a resumed run's first step) and apply its rates."""
+        if not isinstance(step, int) or step < 0:
+            raise ValueError(f"WarmupPolyDecay: step must be an integer >= 0, got {step!r}")
+        self.last_step = step
+        self._apply()
+
     def get_last_lr(self) -> list[float]:
         return [g["lr"] for opt in self.dense for g in opt.param_groups] + [o.lr for o in self.sparse]
 

@@ -45,6 +45,21 @@ class SplitSGD(torch.optim.Optimizer):
                     raise TypeError(f"SplitSGD: parameters must be float32 or bfloat16, got {p.dtype}")
                 self.state[p]["trail"] = trail
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """As torch's, but the int16 trails are restored as they are: torch casts every state
+        tensor of a floating-point parameter to the parameter's dtype (int16 -> bf16 here),
+        which would corrupt the master weights' lower halves."""
+        trails = {k: v["trail"] for k, v in state_dict["state"].items() if "trail" in v}
+        rest = {k: {n: x for n, x in v.items() if n != "trail"} for k, v in state_dict["state"].items()}
+        super().load_state_dict({**state_dict, "state": rest})
+        params = [p for group in self.param_groups for p in group["params"]]
+        for k, trail in trails.items():
+            p = params[int(k)]
+            if trail.dtype != torch.int16 or trail.shape != p.shape:
+                raise ValueError(f"SplitSGD.load_state_dict: trail {k} must be int16 of shape "
+                                 f"{tuple(p.shape)}, got {trail.dtype} {tuple(trail.shape)}")
+            self.state[p]["trail"] = trail.clone()
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None

@@ -54,7 +54,8 @@ class TrainConfig:
                         "embeddings; rowwise_adagrad/adagrad: Adagrad (row-wise for tables); "
                         "lamb: LAMB for the MLPs, SGD tables; hybrid: LAMB MLPs, split-SGD tables",
                         OPTIMIZERS)
-    precision: str = _f("fp32", "bf16: MLPs under bf16 autocast, split-SGD embeddings",
+    precision: str = _f("fp32", "bf16: bf16 MLP weights and tables with exact fp32 master "
+                        "weights (split-SGD; LAMB/Adagrad MLPs stay fp32 under autocast)",
                         ("fp32", "bf16"))
     threads: int = _f(0, "torch threads (0: leave torch's default)")
     run_dir: str = _f("runs/default", "where config, metrics.jsonl, plots and checkpoints go")

@@ -18,10 +18,10 @@ import dlrmx.nn as dnn
 from dlrmx.data.loader import BatchSource, FileSource, Prefetcher, RandomSource, SyntheticSource
 from dlrmx.data.synthetic import SyntheticCriteo, table_sizes
 from dlrmx.models import DLRM
+from dlrmx.optim import Lamb, SplitSGD, WarmupPolyDecay
 from dlrmx.train import checkpoint as ckpt
 from dlrmx.train.config import TrainConfig, _sizes
 from dlrmx.train.metrics import evaluate, roc_auc
-from dlrmx.train.schedule import lr_at
 
 SYNTHETIC_DEFAULT_BATCHES = 2000
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -61,6 +61,13 @@ def make_source(cfg: TrainConfig) -> BatchSource:
 
 
 def make_model(cfg: TrainConfig, sizes: list[int]) -> tuple[DLRM, torch.optim.Optimizer]:
+    """The model and its dense (MLP) optimizer; the tables train themselves in the backward.
+
+    --precision bf16 with SGD MLPs is the native bf16 path (Kalamkar et al.): the MLP weights
+    become bf16 with an int16 trail (dlrmx.optim.SplitSGD, exact fp32 master weights), the
+    tables are split-SGD bf16, and the only cast is the dense input's. LAMB and Adagrad keep
+    fp32 MLP weights (their kernels are fp32), so with bf16 those run the MLPs under autocast.
+    """
     opt = cfg.optimizer
     sparse_name = {"sgd": "sgd", "split_sgd": "split_sgd", "rowwise_adagrad": "rowwise_adagrad",
                    "adagrad": "adagrad", "lamb": "sgd", "hybrid": "split_sgd"}[opt]
@@ -72,26 +79,27 @@ def make_model(cfg: TrainConfig, sizes: list[int]) -> tuple[DLRM, torch.optim.Op
                  seed=cfg.numpy_rand_seed)
     params = model.dense_parameters()
     if opt in ("lamb", "hybrid"):
-        try:
-            from dlrmx.optim import Lamb  # written in the main tree; lazily imported
-        except ImportError as e:
-            raise ValueError(f"--optimizer {opt} needs dlrmx.optim.Lamb, which this build lacks "
-                             f"({e}); use --optimizer sgd or split_sgd") from e
-        dense = Lamb(params, lr=cfg.learning_rate)
+        dense: torch.optim.Optimizer = Lamb(params, lr=cfg.learning_rate)
     elif opt in ("rowwise_adagrad", "adagrad"):
         dense = torch.optim.Adagrad(params, lr=cfg.learning_rate)
+    elif cfg.precision == "bf16":
+        dense = SplitSGD(params, lr=cfg.learning_rate)  # converts the MLP weights to bf16
     else:
         dense = torch.optim.SGD(params, lr=cfg.learning_rate)
     return model, dense
 
 
-def set_lr(cfg: TrainConfig, step: int, model: DLRM, dense: torch.optim.Optimizer) -> float:
-    lr = lr_at(step, cfg.learning_rate, cfg.lr_num_warmup_steps, cfg.lr_decay_start_step,
-               cfg.lr_num_decay_steps)
-    for g in dense.param_groups:
-        g["lr"] = lr
-    model.embeddings.optimizer.lr = lr
-    return lr
+def needs_autocast(cfg: TrainConfig, model: DLRM) -> bool:
+    """bf16 requested but the MLP weights stayed fp32 (LAMB/Adagrad): cast per layer."""
+    return cfg.precision == "bf16" and model.dense_parameters()[0].dtype == torch.float32
+
+
+def make_schedule(cfg: TrainConfig, model: DLRM, dense: torch.optim.Optimizer) -> WarmupPolyDecay:
+    """The reference's LR policy for the MLPs and the tables together (floor 1e-7 as the
+    reference's LRPolicyScheduler)."""
+    return WarmupPolyDecay([dense], [model.embeddings.optimizer], warmup_steps=cfg.lr_num_warmup_steps,
+                           decay_start_step=cfg.lr_decay_start_step,
+                           decay_steps=cfg.lr_num_decay_steps, min_lr=1e-7)
 
 
 def compute_loss(cfg: TrainConfig, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -103,13 +111,14 @@ def compute_loss(cfg: TrainConfig, logits: torch.Tensor, label: torch.Tensor) ->
 
 @torch.no_grad()
 def run_eval(cfg: TrainConfig, model: DLRM, source: BatchSource, split: str) -> dict[str, Any] | None:
+    autocast = needs_autocast(cfg, model)
     bs = cfg.eval_batch_size
     n = source.num_batches(split, bs)
     if n <= 0:
         return None
     logits, labels, probs = [], [], []
     for batch in Prefetcher(lambda i: source.get(split, i, bs), range(n), cfg.data_workers):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             logits.append(model(batch.dense, batch.values, batch.offsets).float().numpy())
         labels.append(batch.label.numpy())
         if batch.prob is not None:
@@ -149,6 +158,7 @@ def run(config: TrainConfig | dict[str, Any],
     torch.manual_seed(cfg.numpy_rand_seed)
     source = make_source(cfg)
     model, dense_opt = make_model(cfg, source.table_sizes)
+    schedule = make_schedule(cfg, model, dense_opt)  # reads the base rates: before any state loads
     start_step, best_auc, best_step = 0, float("nan"), -1
     if state is not None:
         model.load_state_dict(state["model"])
@@ -198,7 +208,8 @@ def run(config: TrainConfig | dict[str, Any],
         result.stopped, result.steps = "inference_only", start_step
         return _finish(cfg, result, best_auc, best_step, log)
 
-    bf16 = cfg.precision == "bf16"
+    autocast = needs_autocast(cfg, model)
+    schedule.set_step(start_step)
     test_freq = cfg.test_freq if cfg.test_freq > 0 else per_epoch
     bar = None
     if cfg.progress:
@@ -214,8 +225,8 @@ def run(config: TrainConfig | dict[str, Any],
     prefetch = Prefetcher(fetch, range(start_step, total), cfg.data_workers)
     try:
         for batch in prefetch:
-            lr = set_lr(cfg, step, model, dense_opt)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            lr = schedule.get_last_lr()[0]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 logits = model(batch.dense, batch.values, batch.offsets)
             loss = compute_loss(cfg, logits, batch.label)
             loss_value = loss.item()
@@ -226,6 +237,7 @@ def run(config: TrainConfig | dict[str, Any],
             dense_opt.zero_grad(set_to_none=True)
             loss.backward()  # also updates the embedding rows in place
             dense_opt.step()
+            schedule.step()
             step += 1
             result.samples += batch.size
             window_samples += batch.size
