@@ -6,6 +6,7 @@ process, same pre-generated synthetic batches, same thread count, interleaved re
   python bench/train.py --config terabyte --threads 1 2        # Terabyte arch, scaled tables
   python bench/train.py --auc --steps 600                     # AUC parity on the same data/init
   python bench/train.py --config kaggle --profile             # where dlrmx's step time goes
+  add --bf16 (dlrmx --precision bf16) and --torchrec (bench/torchrec_dlrm.py) for more columns
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import dlrmx.nn as dnn  # noqa: E402
 from dlrmx.data.loader import make_batch  # noqa: E402
 from dlrmx.data.synthetic import SyntheticCriteo, table_sizes  # noqa: E402
 from dlrmx.models import DLRM  # noqa: E402
+from dlrmx.optim import SplitSGD  # noqa: E402
 from dlrmx.train.metrics import roc_auc  # noqa: E402
 
 CONFIGS = {
@@ -47,6 +49,13 @@ def make_models(c: dict, sizes: list[int], seed: int = 0):
     return ours, torch.optim.SGD(ours.dense_parameters(), lr=c["lr"]), ref, torch.optim.SGD(ref.parameters(), lr=c["lr"])
 
 
+def make_bf16(c: dict, sizes: list[int], tables=None, seed: int = 0):
+    """dlrmx's --precision bf16 model: bf16 weights with int16 trails everywhere, no autocast."""
+    m = DLRM(sizes, c["dim"], c["bot"], c["top"], sparse_optimizer=dnn.SplitSGD(c["lr"]), seed=seed,
+             embedding_init=tables)
+    return m, SplitSGD(m.dense_parameters(), lr=c["lr"])  # converts the MLP weights to bf16
+
+
 def batches(gen: SyntheticCriteo, split: str, n: int, b: int):
     out = []
     for i in range(n):
@@ -58,17 +67,8 @@ def batches(gen: SyntheticCriteo, split: str, n: int, b: int):
 
 
 def step_dlrmx(model, opt, bt, _ids, _offs):
-    loss = F.binary_cross_entropy_with_logits(model(bt.dense, bt.values, bt.offsets), bt.label)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss
-
-
-def step_dlrmx_bf16(model, opt, bt, _ids, _offs):
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(bt.dense, bt.values, bt.offsets)
-    loss = F.binary_cross_entropy_with_logits(logits.float(), bt.label)
+    # .float(): a no-op in fp32; the loss of the bf16 model's logits in fp32
+    loss = F.binary_cross_entropy_with_logits(model(bt.dense, bt.values, bt.offsets).float(), bt.label)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -93,10 +93,22 @@ def throughput(args) -> None:
     t0 = time.perf_counter()
     ours, o_opt, ref, r_opt = make_models(c, sizes)
     systems = {"dlrmx": (ours, o_opt, step_dlrmx), "reference": (ref, r_opt, step_ref)}
-    if args.bf16:  # MLPs under bf16 autocast (oneDNN; AMX where present), split-SGD tables
-        b16 = DLRM(sizes, c["dim"], c["bot"], c["top"], sparse_optimizer=dnn.SplitSGD(c["lr"]),
-                   seed=0, embedding_init=ours.embeddings.fp32_weights())
-        systems["dlrmx-bf16"] = (b16, torch.optim.SGD(b16.dense_parameters(), lr=c["lr"]), step_dlrmx_bf16)
+    if args.bf16:  # --precision bf16: bf16 MLPs and tables, split-SGD (exact fp32 masters)
+        b16, b16_opt = make_bf16(c, sizes, ours.embeddings.fp32_weights())
+        systems["dlrmx-bf16"] = (b16, b16_opt, step_dlrmx)
+    if args.torchrec:  # TorchRec 1.8: fused EBC (FBGEMM EXACT_SGD) + torchrec.models.dlrm
+        from torchrec_dlrm import make_torchrec_dlrm, to_kjt
+        tr, tr_opt = make_torchrec_dlrm(sizes, c["dim"], c["bot"], c["top"], c["lr"])
+        kjts = {id(bt): to_kjt(bt.values, len(sizes), bt.size) for bt, _, _ in data}  # like split_batch
+
+        def step_torchrec(model, opt, bt, _ids, _offs):
+            logits = model(bt.dense, kjts[id(bt)]).squeeze(1)
+            loss = F.binary_cross_entropy_with_logits(logits, bt.label)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # the fused EBC updates its rows here
+            opt.step()
+            return loss
+        systems["torchrec"] = (tr, tr_opt, step_torchrec)
     print(f"# models built in {time.perf_counter() - t0:.1f} s")
     for nt in args.threads:
         torch.set_num_threads(nt)
@@ -125,6 +137,8 @@ def auc_parity(args) -> None:
     gen = SyntheticCriteo(sizes, seed=args.seed)
     torch.set_num_threads(args.threads[0])
     ours, o_opt, ref, r_opt = make_models(c, sizes, seed=args.seed)
+    if args.bf16:  # compare dlrmx's bf16 path (same initial weights) with the fp32 reference
+        ours, o_opt = make_bf16(c, sizes, ours.embeddings.fp32_weights(), args.seed)
     for i in range(args.steps):
         sb = gen.batch("train", i, c["batch"])
         bt = make_batch(sb.dense, sb.sparse, sb.label)
@@ -135,7 +149,7 @@ def auc_parity(args) -> None:
     with torch.no_grad():
         for bt, ids, offs in batches(gen, "test", 25, 8192):
             ys.append(bt.label.numpy())
-            po.append(ours(bt.dense, bt.values, bt.offsets).numpy())
+            po.append(ours(bt.dense, bt.values, bt.offsets).float().numpy())
             pr.append(ref(bt.dense, ids, offs).squeeze(1).numpy())
             pt.append(bt.prob.numpy())
     y = np.concatenate(ys)
@@ -155,8 +169,7 @@ def profile(args) -> None:
         step_dlrmx(ours, o_opt, *bt)
     fn = step_dlrmx
     if args.bf16:
-        ours = DLRM(sizes, c["dim"], c["bot"], c["top"], sparse_optimizer=dnn.SplitSGD(c["lr"]), seed=0)
-        o_opt, fn = torch.optim.SGD(ours.dense_parameters(), lr=c["lr"]), step_dlrmx_bf16
+        ours, o_opt = make_bf16(c, sizes)
         for bt in data[:3]:
             fn(ours, o_opt, *bt)
     with torch.profiler.profile() as prof:
@@ -175,6 +188,7 @@ def main() -> None:
     p.add_argument("--auc", action="store_true", help="AUC parity run instead of throughput")
     p.add_argument("--profile", action="store_true", help="torch.profiler table of a dlrmx step")
     p.add_argument("--bf16", action="store_true", help="also time dlrmx with --precision bf16")
+    p.add_argument("--torchrec", action="store_true", help="also time TorchRec 1.8 (fused EBC, CPU)")
     p.add_argument("--scale", type=float, default=0.01)
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--lr", type=float, default=0.2)
