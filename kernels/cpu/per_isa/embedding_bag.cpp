@@ -78,14 +78,52 @@ void sum_bag(const weight_t* table, const index_t* ids, int64_t begin, int64_t e
   }
 }
 
+// bf16 sum/mean for dims that are a multiple of 32, without widening: 32 bf16 loaded as 16
+// uint32 hold the even elements in their low halves and the odd ones in their high halves, so
+// `x << 16` and `x & 0xFFFF0000` are those elements as fp32. Even and odd elements accumulate
+// apart and are interleaved once per bag.
+template <int kD, typename index_t>
+void sum_bag_bf16(const uint16_t* table, const index_t* ids, int64_t begin, int64_t end,
+                  int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out) {
+  static_assert(kD % 32 == 0, "needs pairs of 16-lane vectors");
+  constexpr int V = kD / 32;
+  vf16 even[V] = {}, odd[V] = {};
+  int64_t count = 0;
+  for (int64_t j = begin; j < end; ++j) {
+    if (j + kPrefetchIds < prefetch_end)
+      prefetch_row(table + static_cast<int64_t>(ids[j + kPrefetchIds]) * kD, kD);
+    const int64_t id = static_cast<int64_t>(ids[j]);
+    if (id == pad) continue;
+    ++count;
+    const uint16_t* row = table + id * kD;
+    const float w = psw ? psw[j] : 1.f;
+    for (int v = 0; v < V; ++v) {
+      vu32x16 x;
+      std::memcpy(&x, row + 32 * v, sizeof x);
+      even[v] += w * reinterpret_cast<vf16>(x << 16);
+      odd[v] += w * reinterpret_cast<vf16>(x & 0xFFFF0000u);
+    }
+  }
+  const float scale = (pooling == Pooling::mean && count > 0) ? 1.f / count : 1.f;
+  for (int v = 0; v < V; ++v)
+    for (int i = 0; i < 16; ++i) {
+      out[32 * v + 2 * i] = even[v][i] * scale;
+      out[32 * v + 2 * i + 1] = odd[v][i] * scale;
+    }
+}
+
 // Pools one bag into out[0:dim]. kD > 0 fixes dim at compile time; kD == 0 handles any dim.
 template <int kD, typename index_t, typename weight_t>
 void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t begin, int64_t end,
               int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out,
               int64_t* argmax) {
   if constexpr (kD > 0 && kD % 16 == 0) {
-    if (pooling != Pooling::max)
-      return sum_bag<kD>(table, ids, begin, end, prefetch_end, psw, pad, pooling, out);
+    if (pooling != Pooling::max) {
+      if constexpr (std::is_same_v<weight_t, uint16_t> && kD % 32 == 0)
+        return sum_bag_bf16<kD>(table, ids, begin, end, prefetch_end, psw, pad, pooling, out);
+      else
+        return sum_bag<kD>(table, ids, begin, end, prefetch_end, psw, pad, pooling, out);
+    }
   }
   const int64_t D = kD > 0 ? kD : dim;
   float local[kD > 0 ? kD : 1];
