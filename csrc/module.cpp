@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 
 #include "isa.h"
+#include "memory.h"
 
 namespace {
 
@@ -25,5 +26,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "The level kernels run at (DLRMX_CPU_ISA, or the best supported)");
   m.def("set_isa", [](const std::string& name) { set_active_isa(parse_isa(name)); },
         "Force an ISA level for this process");
+  m.def("advise_huge_pages",
+        [](const at::Tensor& t) {
+          TORCH_CHECK_TYPE(t.device().is_cpu() && t.is_contiguous(),
+                           "advise_huge_pages needs a contiguous CPU tensor");
+          return advise_huge_pages(t.data_ptr(), t.numel() * t.element_size());
+        },
+        "Back a (not yet touched) tensor's memory with transparent huge pages where possible");
   m.attr("cuda_built") = false;
 }

@@ -190,3 +190,25 @@ def test_isa_levels_are_reported():
     info = ops.isa_info()
     assert info["compiled"] == ["scalar", "avx2", "avx512"]
     assert info["active"] in info["supported"]
+
+
+@pytest.mark.parametrize("pooling, weighted", [("sum", False), ("sum", True), ("mean", False), ("max", False)])
+def test_bf16_forward_matches_fp32_of_the_same_values(isa, pooling, weighted):
+    """bf16 tables (split-SGD's upper halves) pool exactly like fp32 tables holding the same
+    values, for every vector path (dims multiple of 32, of 16, and others)."""
+    tables = [(40, 64), (30, 32), (20, 16), (25, 48), (10, 128), (9, 5)]
+    bf16 = [torch.randn(r, d).to(torch.bfloat16) for r, d in tables]
+    values, lengths, per_table = jagged_batch(tables, batch=7)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
+    psw = torch.rand(values.numel()) if weighted else None
+    args = (values, offsets, psw, [3] * len(tables), ops.POOLING[pooling], 7)
+    got, _ = torch.ops.dlrmx.embedding_bag_forward(bf16, *args)
+    want, _ = torch.ops.dlrmx.embedding_bag_forward([w.float() for w in bf16], *args)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    ref, start = [], 0
+    for w, (ids, off) in zip(bf16, per_table):
+        table_psw = None if psw is None else psw[start : start + ids.numel()]
+        ref.append(torch.nn.functional.embedding_bag(ids, w.float(), off, mode=pooling, padding_idx=3,
+                                                     per_sample_weights=table_psw))
+        start += ids.numel()
+    torch.testing.assert_close(got, torch.cat(ref, dim=1), rtol=1e-5, atol=1e-5)

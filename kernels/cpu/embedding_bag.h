@@ -79,6 +79,12 @@ struct GradientPlan {
   int64_t write_start(int thread, int64_t t) const;
 };
 
+// The thread (of `parts`) that owns global row `key`. Fibonacci hashing spreads popular (often
+// small, consecutive) ids over all threads.
+inline int row_owner(uint64_t key, int parts) {
+  return static_cast<int>(((key * 0x9E3779B97F4A7C15ull) >> 32) % static_cast<uint64_t>(parts));
+}
+
 template <typename index_t>
 GradientPlan make_gradient_plan(const Tables& tables, const Bags<index_t>& bags, int num_threads);
 
@@ -95,6 +101,11 @@ GradientPlan make_gradient_plan(const Tables& tables, const Bags<index_t>& bags,
                           const GradientPlan& plan, const float* grad_out, const int64_t* argmax, \
                           float* const* dense_grads, int64_t* const* sparse_rows,                 \
                           float* const* sparse_values);                                           \
+  /* SGD and split-SGD with sum/mean pooling need no plan: each thread scans the batch and     \
+     applies every lookup of the rows it owns directly (SGD is linear in the gradient). */      \
+  template <typename index_t, typename weight_t>                                                  \
+  void embedding_bag_sgd(const Tables& tables, const Bags<index_t>& bags, const float* grad_out,  \
+                         weight_t* const* weights, const UpdateParams& update, int num_threads);  \
   /* Fused backward: applies the optimizer to each touched row in place; no gradient stored. */   \
   template <typename index_t, typename weight_t>                                                  \
   void embedding_bag_update(const Tables& tables, const Bags<index_t>& bags,                      \

@@ -31,11 +31,6 @@ BagsError check_bags(const Tables& tables, const Bags<index_t>& bags) {
 
 namespace {
 
-inline int owner(uint64_t key, int parts) {
-  // Fibonacci hashing spreads popular (often small, consecutive) ids over all threads.
-  return static_cast<int>(((key * 0x9E3779B97F4A7C15ull) >> 32) % static_cast<uint64_t>(parts));
-}
-
 // Stable LSD radix sort by key; only the low `bits` bits of the keys can be non-zero.
 void radix_sort(std::vector<RowLookup>& v, int bits) {
   constexpr int kDigit = 11;
@@ -82,7 +77,7 @@ GradientPlan make_gradient_plan(const Tables& tables, const Bags<index_t>& bags,
           if (id == pad) continue;
           ++len;
           const uint64_t key = base + id;
-          if (owner(key, parts) == part)
+          if (row_owner(key, parts) == part)
             mine.push_back({key, static_cast<uint32_t>(bag), static_cast<uint32_t>(j)});
         }
         if (bags.pooling == Pooling::mean && bag % parts == part && len > 0)

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "embedding_bag.h"
 
@@ -77,14 +78,52 @@ void sum_bag(const weight_t* table, const index_t* ids, int64_t begin, int64_t e
   }
 }
 
+// bf16 sum/mean for dims that are a multiple of 32, without widening: 32 bf16 loaded as 16
+// uint32 hold the even elements in their low halves and the odd ones in their high halves, so
+// `x << 16` and `x & 0xFFFF0000` are those elements as fp32. Even and odd elements accumulate
+// apart and are interleaved once per bag.
+template <int kD, typename index_t>
+void sum_bag_bf16(const uint16_t* table, const index_t* ids, int64_t begin, int64_t end,
+                  int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out) {
+  static_assert(kD % 32 == 0, "needs pairs of 16-lane vectors");
+  constexpr int V = kD / 32;
+  vf16 even[V] = {}, odd[V] = {};
+  int64_t count = 0;
+  for (int64_t j = begin; j < end; ++j) {
+    if (j + kPrefetchIds < prefetch_end)
+      prefetch_row(table + static_cast<int64_t>(ids[j + kPrefetchIds]) * kD, kD);
+    const int64_t id = static_cast<int64_t>(ids[j]);
+    if (id == pad) continue;
+    ++count;
+    const uint16_t* row = table + id * kD;
+    const float w = psw ? psw[j] : 1.f;
+    for (int v = 0; v < V; ++v) {
+      vu32x16 x;
+      std::memcpy(&x, row + 32 * v, sizeof x);
+      even[v] += w * reinterpret_cast<vf16>(x << 16);
+      odd[v] += w * reinterpret_cast<vf16>(x & 0xFFFF0000u);
+    }
+  }
+  const float scale = (pooling == Pooling::mean && count > 0) ? 1.f / count : 1.f;
+  for (int v = 0; v < V; ++v)
+    for (int i = 0; i < 16; ++i) {
+      out[32 * v + 2 * i] = even[v][i] * scale;
+      out[32 * v + 2 * i + 1] = odd[v][i] * scale;
+    }
+}
+
 // Pools one bag into out[0:dim]. kD > 0 fixes dim at compile time; kD == 0 handles any dim.
 template <int kD, typename index_t, typename weight_t>
 void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t begin, int64_t end,
               int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out,
               int64_t* argmax) {
   if constexpr (kD > 0 && kD % 16 == 0) {
-    if (pooling != Pooling::max)
-      return sum_bag<kD>(table, ids, begin, end, prefetch_end, psw, pad, pooling, out);
+    if (pooling != Pooling::max) {
+      if constexpr (std::is_same_v<weight_t, uint16_t> && kD % 32 == 0)
+        return sum_bag_bf16<kD>(table, ids, begin, end, prefetch_end, psw, pad, pooling, out);
+      else
+        return sum_bag<kD>(table, ids, begin, end, prefetch_end, psw, pad, pooling, out);
+    }
   }
   const int64_t D = kD > 0 ? kD : dim;
   float local[kD > 0 ? kD : 1];
@@ -237,6 +276,70 @@ void embedding_bag_grad(const Tables& tables, const Bags<index_t>& bags, const G
                         [](int64_t, int64_t) {});
 }
 
+// One SGD step of one row: w -= step * go (split-SGD: on the rebuilt fp32 master).
+template <typename weight_t>
+inline void sgd_row(weight_t* __restrict w, uint16_t* __restrict trail, const float* __restrict go,
+                    float step, int64_t D) {
+  if constexpr (std::is_same_v<weight_t, uint16_t>) {
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) {
+      uint32_t bits = (static_cast<uint32_t>(w[d]) << 16) | trail[d];
+      float x;
+      std::memcpy(&x, &bits, 4);
+      x -= step * go[d];
+      std::memcpy(&bits, &x, 4);
+      w[d] = static_cast<uint16_t>(bits >> 16);
+      trail[d] = static_cast<uint16_t>(bits & 0xFFFFu);
+    }
+  } else {
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) w[d] -= step * go[d];
+  }
+}
+
+template <typename index_t, typename weight_t>
+void embedding_bag_sgd(const Tables& tables, const Bags<index_t>& bags, const float* grad_out,
+                       weight_t* const* weights, const UpdateParams& u, int num_threads) {
+  const int64_t T = tables.num_tables, B = bags.batch_size, width = tables.output_width;
+  std::vector<uint64_t> row_base(T + 1, 0);
+  for (int64_t t = 0; t < T; ++t) row_base[t + 1] = row_base[t] + tables.rows[t];
+  const int parts = std::max(1, num_threads);
+  const bool split = std::is_same_v<weight_t, uint16_t>;
+#pragma omp parallel num_threads(parts)
+  {
+    const int team = omp_get_num_threads();
+    for (int part = omp_get_thread_num(); part < parts; part += team) {
+      auto mine = [&](uint64_t key) { return parts == 1 || row_owner(key, parts) == part; };
+      for (int64_t bag = 0; bag < T * B; ++bag) {
+        const int64_t t = bag / B, begin = bags.offsets[bag], end = bags.offsets[bag + 1];
+        if (begin == end) continue;
+        const int64_t D = tables.dims[t], pad = tables.padding_idx[t], table_end = bags.offsets[(t + 1) * B];
+        const uint64_t base = row_base[t];
+        float scale = 1.f;
+        if (bags.pooling == Pooling::mean) {
+          int64_t len = 0;
+          for (int64_t j = begin; j < end; ++j) len += static_cast<int64_t>(bags.ids[j]) != pad;
+          scale = len > 0 ? 1.f / len : 1.f;
+        }
+        const float* go = grad_out + (bag % B) * width + tables.output_offsets[t];
+        for (int64_t j = begin; j < end; ++j) {
+          if (j + kPrefetchIds < table_end) {
+            const int64_t ahead = static_cast<int64_t>(bags.ids[j + kPrefetchIds]);
+            if (ahead != pad && mine(base + ahead)) {
+              prefetch_row(weights[t] + ahead * D, D, 1);
+              if (split) prefetch_row(u.trail[t] + ahead * D, D, 1);
+            }
+          }
+          const int64_t id = static_cast<int64_t>(bags.ids[j]);
+          if (id == pad || !mine(base + id)) continue;
+          const float step = u.lr * scale * (bags.per_sample_weights ? bags.per_sample_weights[j] : 1.f);
+          sgd_row(weights[t] + id * D, split ? u.trail[t] + id * D : nullptr, go, step, D);
+        }
+      }
+    }
+  }
+}
+
 template <typename index_t, typename weight_t>
 void embedding_bag_update(const Tables& tables, const Bags<index_t>& bags,
                           const GradientPlan& plan, const float* grad_out, const int64_t* argmax,
@@ -247,21 +350,9 @@ void embedding_bag_update(const Tables& tables, const Bags<index_t>& bags,
       [&](int, int64_t t, int64_t row, const float* __restrict g, int64_t D) {
         weight_t* __restrict w = weights[t] + row * D;
         if constexpr (std::is_same_v<weight_t, uint16_t>) {
-          // split-SGD: rebuild the fp32 master from bf16 upper half + trail, step, split again.
-          uint16_t* __restrict trail = u.trail[t] + row * D;
-#pragma omp simd
-          for (int64_t d = 0; d < D; ++d) {
-            uint32_t bits = (static_cast<uint32_t>(w[d]) << 16) | trail[d];
-            float x;
-            std::memcpy(&x, &bits, 4);
-            x -= lr * g[d];
-            std::memcpy(&bits, &x, 4);
-            w[d] = static_cast<uint16_t>(bits >> 16);
-            trail[d] = static_cast<uint16_t>(bits & 0xFFFFu);
-          }
+          sgd_row(w, u.trail[t] + row * D, g, lr, D);
         } else if (u.kind == Update::sgd) {
-#pragma omp simd
-          for (int64_t d = 0; d < D; ++d) w[d] -= lr * g[d];
+          sgd_row(w, nullptr, g, lr, D);
         } else if (u.kind == Update::rowwise_adagrad) {
           float sq = 0.f;
 #pragma omp simd reduction(+ : sq)
@@ -297,6 +388,10 @@ void embedding_bag_update(const Tables& tables, const Bags<index_t>& bags,
   template void embedding_bag_grad<I>(const Tables&, const Bags<I>&, const GradientPlan&,         \
                                       const float*, const int64_t*, float* const*,                \
                                       int64_t* const*, float* const*);                            \
+  template void embedding_bag_sgd<I, float>(const Tables&, const Bags<I>&, const float*,          \
+                                            float* const*, const UpdateParams&, int);             \
+  template void embedding_bag_sgd<I, uint16_t>(const Tables&, const Bags<I>&, const float*,       \
+                                               uint16_t* const*, const UpdateParams&, int);       \
   template void embedding_bag_update<I, float>(const Tables&, const Bags<I>&,                     \
                                                const GradientPlan&, const float*, const int64_t*, \
                                                float* const*, const UpdateParams&);               \

@@ -11,6 +11,7 @@ from torch import nn
 
 from dlrmx import ops
 from dlrmx.nn.sparse_optim import FusedUpdate, SparseOptimizer, combine_fp32, split_fp32
+from dlrmx.nn.tables import new_table
 
 
 @dataclass
@@ -57,14 +58,15 @@ class EmbeddingBagCollection(nn.Module):
         self.dims = [t.embedding_dim for t in self.tables]
         fp32 = []
         for i, t in enumerate(self.tables):
+            w = new_table((t.num_embeddings, t.embedding_dim))
             if init_weights is not None:
-                w = init_weights[i].detach().to(torch.float32).clone()
-                if w.shape != (t.num_embeddings, t.embedding_dim):
-                    raise ValueError(f"init_weights[{i}] has shape {tuple(w.shape)}, table {t.name} "
-                                     f"needs {(t.num_embeddings, t.embedding_dim)}")
+                if init_weights[i].shape != w.shape:
+                    raise ValueError(f"init_weights[{i}] has shape {tuple(init_weights[i].shape)}, "
+                                     f"table {t.name} needs {tuple(w.shape)}")
+                w.copy_(init_weights[i].detach())
             else:  # the reference DLRM's initialization
                 bound = math.sqrt(1.0 / t.num_embeddings)
-                w = torch.empty(t.num_embeddings, t.embedding_dim).uniform_(-bound, bound)
+                w.uniform_(-bound, bound)
             fp32.append(w)
         self.weights = nn.ParameterList()
         self._state_names: list[str] = []

@@ -7,6 +7,7 @@ from torch import nn
 
 from dlrmx import ops
 from dlrmx.nn.sparse_optim import FusedUpdate, SparseOptimizer, split_fp32
+from dlrmx.nn.tables import new_table
 
 
 def _unsupported(name: str, value) -> NotImplementedError:
@@ -82,7 +83,7 @@ class EmbeddingBag(nn.Module):
         self.mode, self.sparse, self.include_last_offset = mode, sparse, include_last_offset
         self.padding_idx, self.optimizer = padding_idx, optimizer
         if _weight is None:
-            self.weight = nn.Parameter(torch.empty(num_embeddings, embedding_dim))
+            self.weight = nn.Parameter(new_table((num_embeddings, embedding_dim)))
             self.reset_parameters()
         else:
             if list(_weight.shape) != [num_embeddings, embedding_dim]:

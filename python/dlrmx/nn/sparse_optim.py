@@ -14,6 +14,8 @@ from typing import ClassVar
 
 import torch
 
+from dlrmx.nn.tables import new_table
+
 
 @dataclass
 class SparseOptimizer:
@@ -57,7 +59,7 @@ class RowWiseAdagrad(SparseOptimizer):
     name: ClassVar[str] = "rowwise_adagrad"
 
     def init_state(self, weight: torch.Tensor) -> torch.Tensor:
-        return torch.full((weight.shape[0],), self.initial_accumulator_value, dtype=torch.float32)
+        return new_table((weight.shape[0],), fill=self.initial_accumulator_value)
 
 
 @dataclass
@@ -70,7 +72,7 @@ class Adagrad(SparseOptimizer):
     name: ClassVar[str] = "adagrad"
 
     def init_state(self, weight: torch.Tensor) -> torch.Tensor:
-        return torch.full(weight.shape, self.initial_accumulator_value, dtype=torch.float32)
+        return new_table(tuple(weight.shape), fill=self.initial_accumulator_value)
 
 
 @dataclass
@@ -100,9 +102,10 @@ def split_fp32(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 -> (bf16 upper halves, int16 lower halves), exact: combine_fp32 undoes it bit for bit.
     The upper half is the truncation (round toward zero) of the fp32 value."""
     bits = weight.detach().contiguous().view(torch.int32)
-    upper = (bits >> 16).to(torch.int16).view(torch.bfloat16)
-    trail = (bits & 0xFFFF).to(torch.int16)
-    return upper, trail
+    upper, trail = new_table(tuple(bits.shape), torch.int16), new_table(tuple(bits.shape), torch.int16)
+    upper.copy_(bits >> 16)
+    trail.copy_(bits & 0xFFFF)
+    return upper.view(torch.bfloat16), trail
 
 
 def combine_fp32(upper: torch.Tensor, trail: torch.Tensor) -> torch.Tensor:

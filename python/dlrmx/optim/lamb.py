@@ -7,10 +7,10 @@ from typing import Iterable
 import torch
 
 from dlrmx import ops  # noqa: F401  (registers torch.ops.dlrmx)
-from dlrmx.optim._common import check_hyper, grads_are_finite, report_skip
+from dlrmx.optim._common import FusedOptimizer, check_hyper
 
 
-class Lamb(torch.optim.Optimizer):
+class Lamb(FusedOptimizer):
     """LAMB (You et al., "Large Batch Optimization for Deep Learning", ICLR 2020).
 
     The flavour, per parameter tensor p with gradient g at step t:
@@ -36,44 +36,21 @@ class Lamb(torch.optim.Optimizer):
             raise ValueError(f"Lamb: betas must be in [0, 1), got {betas}")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         max_weight_norm=max_weight_norm, bias_correction=bias_correction)
-        super().__init__(params, defaults)
-        self.skip_nonfinite = skip_nonfinite
-        self.skipped_steps = 0
+        super().__init__(params, defaults, skip_nonfinite)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        groups = []
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("Lamb does not support sparse gradients; use a dlrmx.nn "
-                                       "sparse optimizer for embedding tables")
-            groups.append((group, params))
-        if self.skip_nonfinite and not grads_are_finite([p.grad for _, ps in groups for p in ps]):
-            self.skipped_steps += 1
-            report_skip("Lamb", self.skipped_steps)
-            return loss
-        for group, params in groups:
-            if not params:
-                continue
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                state["step"] += 1
-            # Parameters of one group always step together, so they share one step count.
-            step = int(self.state[params[0]]["step"])
-            b1, b2 = group["betas"]
-            torch.ops.dlrmx.lamb_step(
-                params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params],
-                [self.state[p]["exp_avg_sq"] for p in params], float(group["lr"]), b1, b2,
-                group["eps"], group["weight_decay"], group["max_weight_norm"],
-                group["bias_correction"], step)
-        return loss
+    def _update(self, group: dict, params: list[torch.Tensor]) -> None:
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            state["step"] += 1
+        # Parameters of one group always step together, so they share one step count.
+        step = int(self.state[params[0]]["step"])
+        b1, b2 = group["betas"]
+        torch.ops.dlrmx.lamb_step(
+            params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params],
+            [self.state[p]["exp_avg_sq"] for p in params], float(group["lr"]), b1, b2,
+            group["eps"], group["weight_decay"], group["max_weight_norm"],
+            group["bias_correction"], step)

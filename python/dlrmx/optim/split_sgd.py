@@ -8,10 +8,10 @@ import torch
 
 from dlrmx import ops  # noqa: F401  (registers torch.ops.dlrmx)
 from dlrmx.nn.sparse_optim import split_fp32
-from dlrmx.optim._common import check_hyper, grads_are_finite, report_skip
+from dlrmx.optim._common import FusedOptimizer, check_hyper
 
 
-class SplitSGD(torch.optim.Optimizer):
+class SplitSGD(FusedOptimizer):
     """Split-SGD (Kalamkar et al., SC'20) for dense parameters.
 
     Each parameter is a bf16 tensor holding the upper 16 bits of its fp32 master weight; the
@@ -31,9 +31,7 @@ class SplitSGD(torch.optim.Optimizer):
             raise ValueError("SplitSGD does not support momentum (it would need an fp32 buffer per "
                              "weight); use momentum=0, or Lamb")
         check_hyper("SplitSGD", lr=lr, weight_decay=weight_decay)
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay))
-        self.skip_nonfinite = skip_nonfinite
-        self.skipped_steps = 0
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay), skip_nonfinite)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.dtype == torch.float32:
@@ -60,20 +58,7 @@ class SplitSGD(torch.optim.Optimizer):
                                  f"{tuple(p.shape)}, got {trail.dtype} {tuple(trail.shape)}")
             self.state[p]["trail"] = trail.clone()
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        todo = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
-        if self.skip_nonfinite and not grads_are_finite([p.grad for _, ps in todo for p in ps]):
-            self.skipped_steps += 1
-            report_skip("SplitSGD", self.skipped_steps)
-            return loss
-        for group, params in todo:
-            if params:
-                torch.ops.dlrmx.split_sgd_step(params, [self.state[p]["trail"] for p in params],
-                                               [p.grad for p in params], float(group["lr"]),
-                                               group["weight_decay"])
-        return loss
+    def _update(self, group: dict, params: list[torch.Tensor]) -> None:
+        torch.ops.dlrmx.split_sgd_step(params, [self.state[p]["trail"] for p in params],
+                                       [p.grad for p in params], float(group["lr"]),
+                                       group["weight_decay"])
