@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from dlrmx.data.loader import DataFormatError, FileSource, write_arrays
+from dlrmx.data.format import DataFormatError, write_dataset
+from dlrmx.data.loader import FileSource
 from dlrmx.train import NonFiniteLossError, TrainConfig, parse_args, run
 from dlrmx.train.config import OPTIMIZERS
 from dlrmx.train import checkpoint as ckpt
@@ -76,13 +77,13 @@ def _dataset(tmp_path, n=2048, bad_row=None):
     tr = split(n)
     if bad_row is not None:
         tr[1][bad_row, :] = np.float32(3e38)
-    return write_arrays(tmp_path / "data", {"train": tr, "val": split(512), "test": split(300)}, card), tr
+    return write_dataset(tmp_path / "data", {"train": tr, "val": split(512), "test": split(300)}, card), tr
 
 
 def test_format_round_trips_and_trains(tmp_path):
     d, (label, dense, sparse) = _dataset(tmp_path)
     spec = json.loads((d / "spec.json").read_text())
-    assert spec["rows"] == {"train": 2048, "val": 512, "test": 300} and spec["cardinalities"] == [5] * 26
+    assert spec["rows"] == {"train": 2048, "val": 512, "test": 300} and spec["table_sizes"] == [5] * 26
     src = FileSource(d, seed=1, block_batches=2)
     seen = []
     for i in range(src.num_batches("train", 128)):

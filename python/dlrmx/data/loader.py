@@ -1,16 +1,9 @@
-"""Batches for the trainer: the training-format files (memory-mapped), the planted-teacher
-synthetic data, and the reference's random data; prefetched by background threads.
-
-The training format (the contract with `python -m dlrmx.preprocess`): a directory with
-`spec.json` and, per split in (train, val, test), `{split}_label.npy` (N,),
-`{split}_dense.npy` (N, 13) float32 and `{split}_sparse.npy` (N, 26) int32 (int64 when a table
-exceeds 2^31 rows). spec.json holds at least `format_version`, `cardinalities` (one per sparse
-column) and `rows` ({split: N}); also `dense_columns`, `sparse_columns`, `produced_by`.
-"""
+"""Batches for the trainer: the training-format files (memory-mapped; see dlrmx.data.format),
+the planted-teacher synthetic data, and the reference's random data; prefetched by background
+threads."""
 
 from __future__ import annotations
 
-import json
 import queue
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,10 +13,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from dlrmx.data.format import SPLITS as SPLIT_NAMES
+from dlrmx.data.format import DataFormatError, open_split, read_spec
 from dlrmx.data.synthetic import NUM_DENSE, SyntheticCriteo
-
-FORMAT_VERSION = 1
-SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass
@@ -113,10 +105,6 @@ class RandomSource(BatchSource):
         return make_batch(dense, sparse, label)
 
 
-class DataFormatError(ValueError):
-    """A training-format directory is missing a file or holds the wrong shapes/types."""
-
-
 class FileSource(BatchSource):
     """The training format, memory-mapped. Train batches are shuffled by blocks: each epoch
     visits blocks of `block_batches` batches in a seeded random order, and shuffles rows within
@@ -126,9 +114,9 @@ class FileSource(BatchSource):
                  shuffle: bool = True) -> None:
         self.dir = Path(directory)
         self.spec = read_spec(self.dir)
-        self.table_sizes = [int(c) for c in self.spec["cardinalities"]]
+        self.table_sizes = [int(c) for c in self.spec["table_sizes"]]
         self.seed, self.block_batches, self.shuffle = seed, block_batches, shuffle
-        self.arrays = {s: _open_split(self.dir, s, self.spec) for s in SPLIT_NAMES
+        self.arrays = {s: tuple(vars(open_split(self.dir, s)).values()) for s in SPLIT_NAMES
                        if int(self.spec["rows"].get(s, 0)) > 0}
         if "train" not in self.arrays:
             raise DataFormatError(f"{self.dir / 'spec.json'}: rows['train'] must be > 0")
@@ -155,71 +143,6 @@ class FileSource(BatchSource):
         perm = np.random.default_rng([self.seed, epoch, int(order[block])]).permutation(stop - start)
         rows = np.sort(perm[within * batch_size:(within + 1) * batch_size]) + start
         return make_batch(dense[rows], sparse[rows], np.asarray(label[rows], dtype=np.float32))
-
-
-def read_spec(directory: Path) -> dict:
-    path = directory / "spec.json"
-    if not directory.is_dir():
-        raise DataFormatError(f"--processed-data-file {directory}: not a directory (expected the "
-                              "training format: spec.json plus {split}_label/dense/sparse.npy)")
-    if not path.is_file():
-        raise DataFormatError(f"{path}: missing (the training format needs spec.json with "
-                              "format_version, cardinalities and rows)")
-    try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DataFormatError(f"{path}: not valid JSON ({e})") from e
-    for key in ("format_version", "cardinalities", "rows"):
-        if key not in spec:
-            raise DataFormatError(f"{path}: missing key {key!r}")
-    if int(spec["format_version"]) != FORMAT_VERSION:
-        raise DataFormatError(f"{path}: format_version {spec['format_version']}, this dlrmx reads "
-                              f"{FORMAT_VERSION}")
-    return spec
-
-
-def _open_split(directory: Path, split: str, spec: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n, t = int(spec["rows"][split]), len(spec["cardinalities"])
-    out = []
-    for part, shape, kinds in (("label", (n,), "biuf"), ("dense", (n, NUM_DENSE), "f"),
-                               ("sparse", (n, t), "iu")):
-        path = directory / f"{split}_{part}.npy"
-        if not path.is_file():
-            raise DataFormatError(f"{path}: missing (spec.json says {split} has {n} rows)")
-        arr = np.load(path, mmap_mode="r")
-        if arr.shape != shape:
-            raise DataFormatError(f"{path}: shape {arr.shape}, expected {shape} "
-                                  f"({n} rows from spec.json, {t} cardinalities)")
-        if arr.dtype.kind not in kinds or (part == "dense" and arr.dtype != np.float32):
-            want = {"label": "numeric", "dense": "float32", "sparse": "int32 or int64"}[part]
-            raise DataFormatError(f"{path}: dtype {arr.dtype}, expected {want}")
-        out.append(arr)
-    return tuple(out)  # type: ignore[return-value]
-
-
-def write_arrays(directory: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                 cardinalities: Sequence[int], produced_by: str = "dlrmx.data.loader.write_arrays"
-                 ) -> Path:
-    """Write {split: (label, dense, sparse)} in the training format (a small converter for
-    users' own arrays, and the tests' writer)."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    big = max(cardinalities) > 2 ** 31 - 1
-    rows = {}
-    for split, (label, dense, sparse) in splits.items():
-        if split not in SPLIT_NAMES:
-            raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
-        np.save(d / f"{split}_label.npy", np.asarray(label, dtype=np.float32))
-        np.save(d / f"{split}_dense.npy", np.asarray(dense, dtype=np.float32))
-        np.save(d / f"{split}_sparse.npy", np.asarray(sparse, dtype=np.int64 if big else np.int32))
-        rows[split] = int(len(label))
-    spec = {"format_version": FORMAT_VERSION,
-            "dense_columns": [f"I{i}" for i in range(1, NUM_DENSE + 1)],
-            "sparse_columns": [f"C{i}" for i in range(1, len(cardinalities) + 1)],
-            "cardinalities": [int(c) for c in cardinalities], "rows": rows,
-            "produced_by": produced_by}
-    (d / "spec.json").write_text(json.dumps(spec, indent=1))
-    return d
 
 
 # ------------------------------------------------------------------------------- prefetching

@@ -10,7 +10,7 @@ import sys
 # measured 1.2k -> 10-27k samples/s for the default run. Set OMP_WAIT_POLICY to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from dlrmx.data.loader import DataFormatError  # noqa: E402  (imports torch)
+from dlrmx.data.format import DataFormatError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

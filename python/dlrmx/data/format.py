@@ -1,0 +1,197 @@
+"""The dlrmx training data format: what `dlrmx.preprocess` writes and the trainer reads.
+
+A directory holds
+
+* ``spec.json``: ``format_version``, the column names, ``table_sizes`` (the cardinality of each
+  categorical column, i.e. the number of embedding rows it needs), ``rows`` per split, and
+  ``produced_by`` (the tool, its configuration and inputs);
+* per split (``train``, ``val``, ``test``) three standard ``.npy`` files:
+  ``{split}_label.npy`` (N,) int8, ``{split}_dense.npy`` (N, n_dense) float32, already
+  transformed, and ``{split}_sparse.npy`` (N, n_sparse) int32, or int64 when a table has more
+  than 2**31 - 1 rows.
+
+Plain NumPy files so that anyone's tools read them and the trainer memory-maps them; only numpy
+is needed here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+LABEL_DTYPE = np.dtype(np.int8)
+DENSE_DTYPE = np.dtype(np.float32)
+INT32_MAX = 2**31 - 1
+
+
+def sparse_dtype(table_sizes: list[int]) -> np.dtype:
+    """int32 ids unless some table has more rows than int32 can index."""
+    return np.dtype(np.int64 if table_sizes and max(table_sizes) > INT32_MAX else np.int32)
+
+
+def split_paths(directory: str | Path, split: str) -> dict[str, Path]:
+    d = Path(directory)
+    return {part: d / f"{split}_{part}.npy" for part in ("label", "dense", "sparse")}
+
+
+@dataclass
+class Split:
+    """One split's arrays (memory-mapped when opened with ``mmap=True``)."""
+
+    label: np.ndarray  # (N,) int8
+    dense: np.ndarray  # (N, n_dense) float32
+    sparse: np.ndarray  # (N, n_sparse) int32 or int64
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+
+class SplitWriter:
+    """Preallocates one split's three files and fills them in pieces (rows at any positions).
+
+    The row count must be known up front; the files are valid .npy files from the start
+    (numpy's ``open_memmap`` writes the header), and complete once every row was written.
+    """
+
+    def __init__(self, directory: str | Path, split: str, n_rows: int, n_dense: int,
+                 n_sparse: int, sparse_type: np.dtype = np.dtype(np.int32)) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        p = split_paths(directory, split)
+        mm = np.lib.format.open_memmap
+        self.label = mm(p["label"], mode="w+", dtype=LABEL_DTYPE, shape=(n_rows,))
+        self.dense = mm(p["dense"], mode="w+", dtype=DENSE_DTYPE, shape=(n_rows, n_dense))
+        self.sparse = mm(p["sparse"], mode="w+", dtype=np.dtype(sparse_type),
+                         shape=(n_rows, n_sparse))
+        self.n_rows = n_rows
+
+    def write(self, rows: slice | np.ndarray, label: np.ndarray, dense: np.ndarray,
+              sparse: np.ndarray) -> None:
+        """Write a block of rows at ``rows`` (a slice or an index array)."""
+        self.label[rows] = label
+        self.dense[rows] = dense
+        self.sparse[rows] = sparse
+
+    def close(self) -> None:
+        for a in (self.label, self.dense, self.sparse):
+            a.flush()
+        # Dropping the memmaps closes the files.
+        del self.label, self.dense, self.sparse
+
+
+def write_split(directory: str | Path, split: str, label: np.ndarray, dense: np.ndarray,
+                sparse: np.ndarray) -> None:
+    """Write one split from in-memory arrays (checks shapes; casts to the format's dtypes)."""
+    label = np.asarray(label)
+    dense = np.asarray(dense)
+    sparse = np.asarray(sparse)
+    n = label.shape[0]
+    if label.ndim != 1 or dense.ndim != 2 or sparse.ndim != 2:
+        raise ValueError("label must be (N,), dense (N, n_dense), sparse (N, n_sparse); got "
+                         f"{label.shape}, {dense.shape}, {sparse.shape}")
+    if dense.shape[0] != n or sparse.shape[0] != n:
+        raise ValueError(f"row counts differ: label {n}, dense {dense.shape[0]}, "
+                         f"sparse {sparse.shape[0]}")
+    if sparse.size and sparse.min() < 0:
+        raise ValueError("sparse ids must be non-negative")
+    # int32 unless an id needs more (pass table sizes through write_spec as usual).
+    st = np.dtype(np.int64 if sparse.size and sparse.max() > INT32_MAX else np.int32)
+    w = SplitWriter(directory, split, n, dense.shape[1], sparse.shape[1], st)
+    w.write(slice(0, n), label.astype(LABEL_DTYPE), dense.astype(DENSE_DTYPE), sparse.astype(st))
+    w.close()
+
+
+def write_spec(directory: str | Path, *, dense_columns: list[str], sparse_columns: list[str],
+               label_column: str, table_sizes: list[int], rows: dict[str, int],
+               produced_by: dict[str, Any]) -> dict[str, Any]:
+    """Write ``spec.json`` and return it as a dict."""
+    if len(table_sizes) != len(sparse_columns):
+        raise ValueError("one table size per sparse column")
+    spec = {
+        "format_version": FORMAT_VERSION,
+        "label_column": label_column,
+        "dense_columns": list(dense_columns),
+        "sparse_columns": list(sparse_columns),
+        "table_sizes": [int(t) for t in table_sizes],
+        "sparse_dtype": sparse_dtype(table_sizes).name,
+        "rows": {s: int(rows.get(s, 0)) for s in SPLITS},
+        "produced_by": produced_by,
+    }
+    (Path(directory) / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
+    return spec
+
+
+class DataFormatError(ValueError):
+    """A training-format directory is missing a file or holds the wrong shapes or types."""
+
+
+def read_spec(directory: str | Path) -> dict[str, Any]:
+    """Read ``spec.json``; names the file and what was expected when it is missing or wrong,
+    and refuses a format version this code does not know."""
+    d = Path(directory)
+    path = d / "spec.json"
+    if not d.is_dir():
+        raise DataFormatError(f"{d}: not a directory (expected the training format: spec.json "
+                              "plus {split}_label/dense/sparse.npy)")
+    if not path.is_file():
+        raise DataFormatError(f"{path}: missing (the training format needs spec.json with "
+                              "format_version, table_sizes and rows)")
+    try:
+        spec = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"{path}: not valid JSON ({e})") from e
+    for key in ("format_version", "dense_columns", "sparse_columns", "table_sizes", "rows"):
+        if key not in spec:
+            raise DataFormatError(f"{path}: missing key {key!r}")
+    if spec["format_version"] != FORMAT_VERSION:
+        raise DataFormatError(f"{path}: format_version {spec['format_version']!r}, this dlrmx "
+                              f"reads {FORMAT_VERSION}")
+    return spec
+
+
+def open_split(directory: str | Path, split: str, mmap: bool = True) -> Split:
+    """Open one split; with ``mmap=True`` (default) the arrays are read-only memory maps.
+    Each file is checked against spec.json (present, shape, dtype) with a message naming it."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    spec = read_spec(directory)
+    n = int(spec["rows"].get(split, 0))
+    shapes = {"label": (n,), "dense": (n, len(spec["dense_columns"])),
+              "sparse": (n, len(spec["sparse_columns"]))}
+    kinds = {"label": ("biuf", "numeric"), "dense": ("f", "float32"), "sparse": ("iu", "int32 or int64")}
+    arrays = {}
+    for part, path in split_paths(directory, split).items():
+        if not path.is_file():
+            raise DataFormatError(f"{path}: missing (spec.json says {split} has {n} rows)")
+        arr = np.load(path, mmap_mode="r" if mmap else None)
+        if arr.shape != shapes[part]:
+            raise DataFormatError(f"{path}: shape {arr.shape}, expected {shapes[part]} (from spec.json)")
+        kind, want = kinds[part]
+        if arr.dtype.kind not in kind or (part == "dense" and arr.dtype != DENSE_DTYPE):
+            raise DataFormatError(f"{path}: dtype {arr.dtype}, expected {want}")
+        arrays[part] = arr
+    return Split(arrays["label"], arrays["dense"], arrays["sparse"])
+
+
+def write_dataset(directory: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+                  table_sizes: list[int], produced_by: dict[str, Any] | None = None) -> Path:
+    """Write {split: (label, dense, sparse)} arrays in the training format: a small converter
+    for users' own data (and the tests' writer)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for split, (label, dense, sparse) in splits.items():
+        write_split(d, split, label, dense, sparse)
+        rows[split] = len(label)
+    n_dense = next(iter(splits.values()))[1].shape[1]
+    write_spec(d, dense_columns=[f"I{i}" for i in range(1, n_dense + 1)],
+               sparse_columns=[f"C{i}" for i in range(1, len(table_sizes) + 1)],
+               label_column="label", table_sizes=list(table_sizes), rows=rows,
+               produced_by=produced_by or {"tool": "dlrmx.data.format.write_dataset"})
+    return d
