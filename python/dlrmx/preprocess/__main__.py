@@ -20,7 +20,7 @@ examples:
       --dictionaries kaggle_out/dictionaries      # encode new data with the same ids
 
 The output directory holds spec.json, {train,val,test}_{label,dense,sparse}.npy, dictionaries/,
-report.json and (when bad rows were quarantined) quarantine.tsv. See docs/preprocess.md.
+report.json and (when bad rows were quarantined) quarantine.tsv. See the README.
 """
 
 

@@ -1,7 +1,7 @@
 """The declarative pipeline: an input schema plus the operations applied to it.
 
 A pipeline is a `PipelineConfig`; it comes from a preset (`criteo-kaggle`, `criteo-terabyte`) or a
-user YAML file (see `load_yaml` and docs/preprocess.md), and CLI flags override single fields.
+user YAML file (see `load_yaml` and the README), and CLI flags override single fields.
 Both engines read the same config, so everything that decides an output value lives here.
 """
 
