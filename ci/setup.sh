@@ -19,7 +19,7 @@ PIP=("$PY" -m pip install -q --disable-pip-version-check)
 
 # torch first, alone, so nothing below can drag in a different (CUDA) build.
 if ! "$PY" -c "import torch" 2>/dev/null; then
-  "${PIP[@]}" ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} "$TORCH_SPEC"
+  "${PIP[@]}" ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} "$TORCH_SPEC" numpy
 fi
 TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
 # Every later install is constrained to the torch we have.

@@ -160,6 +160,7 @@ def test_yaml_config_with_flag_override(tmp_path):
 @pytest.mark.parametrize("argv,match", [
     (["--arch-mlp-bot=13-64-32"], r"--arch-mlp-bot ends in 32 but --arch-sparse-feature-size is 16"),
     (["--arch-mlp-top=512-2"], "--arch-mlp-top must end in 1"),
+    (["--test-freq=-2"], "--test-freq must be -1"),
     (["--arch-mlp-bot=12-16"], "must start with 13"),
     (["--arch-mlp-bot=13-x-16"], "dash-separated integers"),
     (["--lr-num-warmup-steps=10", "--lr-decay-start-step=5", "--lr-num-decay-steps=3"],

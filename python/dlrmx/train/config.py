@@ -36,7 +36,8 @@ class TrainConfig:
     nepochs: int = _f(1, "number of epochs")
     num_batches: int = _f(0, "batches per epoch (0: the whole training split; synthetic data: 2000)")
     print_freq: int = _f(100, "log training loss every N steps")
-    test_freq: int = _f(-1, "evaluate on the validation split every N steps (-1: end of each epoch)")
+    test_freq: int = _f(0, "evaluate on the validation split every N steps (-1: at the end of each "
+                           "epoch, as the reference; 0: about 5 times per epoch)")
     data_generation: str = _f("synthetic", "synthetic: planted-teacher Criteo-like data (dlrmx); "
                               "random: the reference's random data; dataset: --processed-data-file",
                               ("synthetic", "random", "dataset"))
@@ -101,6 +102,9 @@ class TrainConfig:
         for name in ("mini_batch_size", "nepochs", "print_freq"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.test_freq < -1:
+            raise ValueError(f"--test-freq must be -1 (end of each epoch), 0 (about 5 times per "
+                             f"epoch) or a number of steps > 0, got {self.test_freq}")
         if self.learning_rate < 0:
             raise ValueError(f"--learning-rate must be >= 0, got {self.learning_rate}")
         if self.lr_num_decay_steps > 0 and self.lr_decay_start_step < self.lr_num_warmup_steps:

@@ -210,7 +210,7 @@ def run(config: TrainConfig | dict[str, Any],
 
     autocast = needs_autocast(cfg, model)
     schedule.set_step(start_step)
-    test_freq = cfg.test_freq if cfg.test_freq > 0 else per_epoch
+    test_freq = {-1: per_epoch, 0: max(1, per_epoch // 5)}.get(cfg.test_freq, cfg.test_freq)
     bar = None
     if cfg.progress:
         from tqdm import tqdm
