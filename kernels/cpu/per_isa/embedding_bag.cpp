@@ -14,7 +14,12 @@
 namespace dlrmx::cpu::DLRMX_ISA_NS {
 namespace {
 
-constexpr int64_t kPrefetchIds = 16;  // how many ids ahead rows are prefetched
+// How many ids ahead rows are prefetched (into L2): about 8 KiB of rows in flight, 16 to 64 ids.
+// Measured on 2 GiB of tables: fp32 dim-64 rows did best 32 ids ahead, bf16 ones 64 ahead.
+constexpr int64_t prefetch_distance(int64_t row_bytes) {
+  return std::clamp<int64_t>(8192 / std::max<int64_t>(row_bytes, 1), 16, 64);
+}
+constexpr int64_t kPlanPrefetch = 16;  // lookups ahead in the sorted backward plan
 
 inline float to_float(float x) { return x; }
 inline float to_float(uint16_t bf16) {
@@ -28,7 +33,7 @@ template <typename T>
 inline void prefetch_row(const T* row, int64_t dim, int rw = 0) {
   const char* p = reinterpret_cast<const char*>(row);
   for (int64_t b = 0; b < dim * static_cast<int64_t>(sizeof(T)); b += 64)
-    rw ? __builtin_prefetch(p + b, 1, 3) : __builtin_prefetch(p + b, 0, 3);
+    rw ? __builtin_prefetch(p + b, 1, 3) : __builtin_prefetch(p + b, 0, 2);
 }
 
 // 16 floats as one GCC vector: the compiler maps it to one zmm register (AVX-512), two ymm
@@ -55,11 +60,12 @@ void sum_bag(const weight_t* table, const index_t* ids, int64_t begin, int64_t e
              int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out) {
   static_assert(kD % 16 == 0, "vector path needs a multiple of 16");
   constexpr int V = kD / 16;
+  constexpr int64_t kAhead = prefetch_distance(kD * sizeof(weight_t));
   vf16 acc[V] = {};
   int64_t count = 0;
   for (int64_t j = begin; j < end; ++j) {
-    if (j + kPrefetchIds < prefetch_end)
-      prefetch_row(table + static_cast<int64_t>(ids[j + kPrefetchIds]) * kD, kD);
+    if (j + kAhead < prefetch_end)
+      prefetch_row(table + static_cast<int64_t>(ids[j + kAhead]) * kD, kD);
     const int64_t id = static_cast<int64_t>(ids[j]);
     if (id == pad) continue;
     ++count;
@@ -87,11 +93,12 @@ void sum_bag_bf16(const uint16_t* table, const index_t* ids, int64_t begin, int6
                   int64_t prefetch_end, const float* psw, int64_t pad, Pooling pooling, float* out) {
   static_assert(kD % 32 == 0, "needs pairs of 16-lane vectors");
   constexpr int V = kD / 32;
+  constexpr int64_t kAhead = prefetch_distance(kD * sizeof(uint16_t));
   vf16 even[V] = {}, odd[V] = {};
   int64_t count = 0;
   for (int64_t j = begin; j < end; ++j) {
-    if (j + kPrefetchIds < prefetch_end)
-      prefetch_row(table + static_cast<int64_t>(ids[j + kPrefetchIds]) * kD, kD);
+    if (j + kAhead < prefetch_end)
+      prefetch_row(table + static_cast<int64_t>(ids[j + kAhead]) * kD, kD);
     const int64_t id = static_cast<int64_t>(ids[j]);
     if (id == pad) continue;
     ++count;
@@ -128,6 +135,7 @@ void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t be
   const int64_t D = kD > 0 ? kD : dim;
   float local[kD > 0 ? kD : 1];
   float* acc = kD > 0 ? local : out;
+  const int64_t ahead = prefetch_distance(D * static_cast<int64_t>(sizeof(weight_t)));
   if (pooling == Pooling::max) {
     for (int64_t d = 0; d < D; ++d) acc[d] = -std::numeric_limits<float>::infinity(), argmax[d] = -1;
   } else {
@@ -135,8 +143,8 @@ void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t be
   }
   int64_t count = 0;
   for (int64_t j = begin; j < end; ++j) {
-    if (j + kPrefetchIds < prefetch_end)
-      prefetch_row(table + static_cast<int64_t>(ids[j + kPrefetchIds]) * D, D);
+    if (j + ahead < prefetch_end)
+      prefetch_row(table + static_cast<int64_t>(ids[j + ahead]) * D, D);
     const int64_t id = static_cast<int64_t>(ids[j]);
     if (id == pad) continue;
     ++count;
@@ -207,10 +215,10 @@ void for_each_row_gradient(const Tables& tables, const Bags<index_t>& bags,
         for (int64_t d = 0; d < D; ++d) g[d] = 0.f;
         uint32_t prev_bag = UINT32_MAX;
         for (; i < L.size() && L[i].key == key; ++i) {
-          if (i + kPrefetchIds < L.size()) {
-            const RowLookup& ahead = L[i + kPrefetchIds];
+          if (i + kPlanPrefetch < L.size()) {
+            const RowLookup& ahead = L[i + kPlanPrefetch];
             prefetch_row(grad_out + (ahead.bag % B) * width + col, D);
-            if (ahead.key != L[i + kPrefetchIds - 1].key && ahead.key < static_cast<uint64_t>(plan.row_base[t + 1]))
+            if (ahead.key != L[i + kPlanPrefetch - 1].key && ahead.key < static_cast<uint64_t>(plan.row_base[t + 1]))
               prefetch(t, static_cast<int64_t>(ahead.key - plan.row_base[t]));
           }
           const uint32_t bag = L[i].bag;
@@ -315,6 +323,7 @@ void embedding_bag_sgd(const Tables& tables, const Bags<index_t>& bags, const fl
         if (begin == end) continue;
         const int64_t D = tables.dims[t], pad = tables.padding_idx[t], table_end = bags.offsets[(t + 1) * B];
         const uint64_t base = row_base[t];
+        const int64_t distance = prefetch_distance(D * static_cast<int64_t>(sizeof(weight_t)));
         float scale = 1.f;
         if (bags.pooling == Pooling::mean) {
           int64_t len = 0;
@@ -323,8 +332,8 @@ void embedding_bag_sgd(const Tables& tables, const Bags<index_t>& bags, const fl
         }
         const float* go = grad_out + (bag % B) * width + tables.output_offsets[t];
         for (int64_t j = begin; j < end; ++j) {
-          if (j + kPrefetchIds < table_end) {
-            const int64_t ahead = static_cast<int64_t>(bags.ids[j + kPrefetchIds]);
+          if (j + distance < table_end) {
+            const int64_t ahead = static_cast<int64_t>(bags.ids[j + distance]);
             if (ahead != pad && mine(base + ahead)) {
               prefetch_row(weights[t] + ahead * D, D, 1);
               if (split) prefetch_row(u.trail[t] + ahead * D, D, 1);
