@@ -234,3 +234,21 @@ def test_every_optimizer_trains_with_the_schedule(tmp_path, optimizer, precision
     mlp_dtype = state["bottom.0.weight"].dtype
     native_bf16 = precision == "bf16" and optimizer not in ("lamb", "hybrid", "adagrad", "rowwise_adagrad")
     assert mlp_dtype == (torch.bfloat16 if native_bf16 else torch.float32)
+
+
+def test_mlperf_auc_threshold_stops_the_run(tmp_path):
+    res = run(_cfg(tmp_path, num_batches=200, test_freq=10, mlperf_auc_threshold=0.6))
+    assert res.stopped == "auc_threshold"
+    assert res.steps < 200 and res.steps % 10 == 0
+    assert res.best_auc >= 0.6
+
+
+def test_tensorboard_logs_or_a_clear_error(tmp_path):
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="--tensorboard needs the tensorboard package"):
+            run(_cfg(tmp_path, num_batches=5, tensorboard=True))
+        return
+    run(_cfg(tmp_path, num_batches=5, tensorboard=True))
+    assert any((tmp_path / "run" / "tensorboard").iterdir())
