@@ -80,9 +80,11 @@ struct GradientPlan {
 };
 
 // The thread (of `parts`) that owns global row `key`. Fibonacci hashing spreads popular (often
-// small, consecutive) ids over all threads.
+// small, consecutive) ids over all threads; the multiply-shift maps the hash onto [0, parts)
+// without a division (this runs for every lookup in every thread).
 inline int row_owner(uint64_t key, int parts) {
-  return static_cast<int>(((key * 0x9E3779B97F4A7C15ull) >> 32) % static_cast<uint64_t>(parts));
+  const uint64_t hash = (key * 0x9E3779B97F4A7C15ull) >> 32;
+  return static_cast<int>((hash * static_cast<uint64_t>(parts)) >> 32);
 }
 
 template <typename index_t>
