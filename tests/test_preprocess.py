@@ -262,6 +262,38 @@ def test_bad_rows_quarantine(tmp_path):
     np.testing.assert_array_equal(sp.label, label)
 
 
+EDGE_VALUES = ["", "0", "7", "-7", "+7", "+", "-", "--7", "+-7", " 7", "7 ", "\t", "0x1f", "0X1F",
+               "1f", "-1f", "+1f", "1F", "g", "7.0", "1e3", "1_000", "\u0667", "\uff17", "\u00a07",
+               "127", "128", "-128", "-129", "9223372036854775807", "9223372036854775808",
+               "-9223372036854775808", "-9223372036854775809", "7fffffffffffffff",
+               "8000000000000000", "0000000000000000000000ff", "ffffffffffffffffff", "abc\r"]
+
+
+def test_screen_agrees_with_diagnosis():
+    """The fast per-row screen (casts only) marks exactly the rows the regex rules flag, for every
+    field kind: label, dense, hex key, int key."""
+    from dlrmx.preprocess.polars_engine import parse_frame, screen_frame
+
+    cfg = from_dict({"schema": {"columns": ["y", "d", "h", "i", "s"], "label": "y", "dense": ["d"],
+                                "categorical": ["h", "i", "s"], "parse_overrides": {"i": "int",
+                                                                                     "s": "string"}}})
+    lines = ["1\t1\t1\t1\tx"]
+    for v in EDGE_VALUES:
+        for j in range(4):  # the edge value in one field, good values elsewhere
+            f = ["1", "1", "1", "1", "x"]
+            f[j] = v.replace("\t", "")
+            lines.append("\t".join(f))
+    lines += ["1\t1\t1\t1\tx\textra", "", "1"]
+    lf = pl.DataFrame({"line": lines}).with_row_index("pos").select(
+        pl.col("pos").cast(pl.Int64), pl.lit(0, pl.Int32).alias("file_idx"),
+        pl.col("pos").cast(pl.Int64).alias("line_no"), "line").lazy()
+    screened = screen_frame(lf, cfg).collect()
+    diag, names = parse_frame(lf, cfg)
+    flagged = diag.select(pl.any_horizontal(names)).collect().to_series()
+    assert screened["_bad"].to_list() == flagged.to_list()
+    assert 0 < flagged.sum() < len(lines)
+
+
 def test_bad_rows_drop_and_fail(tmp_path):
     lines, _ = bad_lines()
     p = tmp_path / "bad.tsv"

@@ -33,6 +33,11 @@ def start_session(master: str | None = None, conf: dict[str, str] | None = None)
         b = b.master("local[*]")
     defaults = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false",
                 "spark.driver.memory": "4g", "spark.sql.ansi.enabled": "false"}
+    local = master.startswith("local") if master else "PYSPARK_GATEWAY_PORT" not in os.environ
+    if local:
+        # The default 200 shuffle partitions suit clusters; on one machine they are mostly
+        # per-task overhead (the dictionary window and its cache keep them all).
+        defaults["spark.sql.shuffle.partitions"] = "8"
     for k, v in {**defaults, **(conf or {})}.items():
         b = b.config(k, v)
     spark = b.getOrCreate()
@@ -95,7 +100,8 @@ class SparkEngine:
         return lines.where(F.col("line_no") > skip)
 
     # -- stage 1: parse -----------------------------------------------------------------------
-    def _parse(self, cfg: PipelineConfig):
+    def _rules(self, cfg: PipelineConfig):
+        """Lines split into ``_a``, the typed value columns and the named bad-row flags."""
         from pyspark.sql import functions as F
 
         s, ops = cfg.schema, cfg.categorical_ops
@@ -144,12 +150,8 @@ class SparkEngine:
             values.append(key.alias(c))
         drop = reduce(lambda a, b: a | b, [missing[c] for c in cfg.drop_rows_if_missing]) \
             if cfg.drop_rows_if_missing else F.lit(False)
-        flag_cols = [F.coalesce(e, F.lit(False)).alias(f"_bad{i}") for i, (_, e) in enumerate(flags)]
-        parsed = self._lines().withColumn("_a", arr).select(
-            "pos", "file_idx", "line_no", "line", *values, *flag_cols,
-            F.coalesce(drop, F.lit(False)).alias("_dropped"))
-        any_bad = reduce(lambda a, b: a | b, [F.col(f"_bad{i}") for i in range(len(flags))])
-        return parsed.withColumn("_any_bad", any_bad), [name for name, _ in flags]
+        flags = [(name, F.coalesce(e, F.lit(False))) for name, e in flags]
+        return self._lines().withColumn("_a", arr), values, flags, F.coalesce(drop, F.lit(False))
 
     def parse(self, cfg: PipelineConfig, files: list[Path], file_rows: list[int],
               segs: list[Segment], work: Path, bad: R.BadRows, quarantine: Path | None,
@@ -157,52 +159,70 @@ class SparkEngine:
         from pyspark import StorageLevel
         from pyspark.sql import functions as F
 
-        parsed, names = self._parse(cfg)
-        parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+        lines, values, flags, drop = self._rules(cfg)
+        # Rows keep one "any flag" boolean, not one column per flag; the flags are computed
+        # column by column only for the bad rows, in a second look at those lines alone.
+        any_bad = reduce(lambda a, b: a | b, [e for _, e in flags])
+        seg = reduce(lambda a, b: a + b, [(F.col("pos") >= sg.start).cast("int")
+                                          for sg in segs[1:]], F.lit(0))
+        parsed = lines.select("pos", *values, any_bad.alias("_bad"), drop.alias("_drop")) \
+            .persist(StorageLevel.MEMORY_AND_DISK)
         try:
-            seg = reduce(lambda a, b: a + b, [(F.col("pos") >= sg.start).cast("int")
-                                              for sg in segs[1:]], F.lit(0))
-            sums = parsed.agg(*[F.sum(F.col(f"_bad{i}").cast("long")).alias(f"s{i}")
-                                for i in range(len(names))],
-                              F.sum(F.col("_any_bad").cast("long")).alias("bad"),
-                              F.sum((F.col("_dropped") & ~F.col("_any_bad")).cast("long")).alias("drop"),
-                              ).collect()[0]
-            for i, name in enumerate(names):
-                if sums[f"s{i}"]:
-                    col, kind = name.rsplit(":", 1)
-                    bad.counts[(col, kind)] += int(sums[f"s{i}"])
-            bad.rows += int(sums["bad"] or 0)
-            dropped = int(sums["drop"] or 0)
+            good = ~F.col("_bad") & ~F.col("_drop")
+            per_seg = parsed.groupBy(seg.alias("seg")).agg(
+                F.sum(good.cast("long")).alias("good"), F.sum(F.col("_bad").cast("long")).alias("bad"),
+                F.sum((F.col("_drop") & ~F.col("_bad")).cast("long")).alias("drop")).collect()
+            counts = {r["seg"]: int(r["good"]) for r in per_seg}
+            bad.rows += sum(int(r["bad"]) for r in per_seg)
+            dropped = sum(int(r["drop"]) for r in per_seg)
             if bad.rows:
-                problems = F.concat_ws(",", *[F.when(F.col(f"_bad{i}"), F.lit(name))
-                                              for i, name in enumerate(names)])
-                rows = (parsed.where("_any_bad").select("pos", "file_idx", "line_no",
-                                                        problems.alias("p"), "line")
-                        .orderBy("pos"))
-                it = rows.toLocalIterator() if quarantine is not None else rows.limit(bad.max_examples).collect()
-                qf = open(quarantine, "w", encoding="utf-8") if quarantine is not None else None
-                try:
-                    if qf:
-                        qf.write("file\tline\tproblems\ttext\n")
-                    for r in it:
-                        e = R.BadExample(str(files[r["file_idx"]]), int(r["line_no"]),
-                                         r["p"].split(","), r["line"] or "")
-                        bad.add_examples([e])
-                        if cfg.on_bad_row == "fail":
-                            raise R.BadInputError("bad input row: " + e.describe())
-                        if qf:
-                            qf.write(f"{e.file}\t{e.line}\t{','.join(e.problems)}\t{e.text}\n")
-                finally:
-                    if qf:
-                        qf.close()
-            good = parsed.where(~F.col("_any_bad") & ~F.col("_dropped"))
-            counts = dict(good.groupBy(seg.alias("seg")).count().collect())
-            good.select("pos", "label", *cfg.dense, *cfg.categorical) \
+                self._diagnose(cfg, lines.where(any_bad), flags, files, bad, quarantine)
+            parsed.where(good).select("pos", "label", *cfg.dense, *cfg.categorical) \
                 .write.parquet(str(work / "parsed"))
         finally:
             parsed.unpersist()
         progress(sum(file_rows))
-        return [int(counts.get(i, 0)) for i in range(len(segs))], dropped
+        return [counts.get(i, 0) for i in range(len(segs))], dropped
+
+    @staticmethod
+    def _diagnose(cfg: PipelineConfig, rows, flags, files: list[Path], bad: R.BadRows,
+                  quarantine: Path | None) -> None:
+        """Counts per (column, kind), examples and the quarantine file, from the bad lines."""
+        from pyspark import StorageLevel
+        from pyspark.sql import functions as F
+
+        names = [name for name, _ in flags]
+        rows = rows.select("pos", "file_idx", "line_no", "line",
+                           *[e.alias(f"_bad{i}") for i, (_, e) in enumerate(flags)]) \
+            .persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            sums = rows.agg(*[F.sum(F.col(f"_bad{i}").cast("long")).alias(f"s{i}")
+                              for i in range(len(names))]).collect()[0]
+            for i, name in enumerate(names):
+                if sums[f"s{i}"]:
+                    col, kind = name.rsplit(":", 1)
+                    bad.counts[(col, kind)] += int(sums[f"s{i}"])
+            problems = F.concat_ws(",", *[F.when(F.col(f"_bad{i}"), F.lit(name))
+                                          for i, name in enumerate(names)])
+            ex = rows.select("pos", "file_idx", "line_no", problems.alias("p"), "line").orderBy("pos")
+            it = ex.toLocalIterator() if quarantine is not None else ex.limit(bad.max_examples).collect()
+            qf = open(quarantine, "w", encoding="utf-8") if quarantine is not None else None
+            try:
+                if qf:
+                    qf.write("file\tline\tproblems\ttext\n")
+                for r in it:
+                    e = R.BadExample(str(files[r["file_idx"]]), int(r["line_no"]),
+                                     r["p"].split(","), r["line"] or "")
+                    bad.add_examples([e])
+                    if cfg.on_bad_row == "fail":
+                        raise R.BadInputError("bad input row: " + e.describe())
+                    if qf:
+                        qf.write(f"{e.file}\t{e.line}\t{','.join(e.problems)}\t{e.text}\n")
+            finally:
+                if qf:
+                    qf.close()
+        finally:
+            rows.unpersist()
 
     # -- stage 2: dictionaries ----------------------------------------------------------------
     def build_dictionaries(self, cfg: PipelineConfig, work: Path, fit_end: int | None
