@@ -9,6 +9,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "bf16.h"
 #include "embedding_bag.h"
 
 namespace dlrmx::cpu::DLRMX_ISA_NS {
@@ -22,12 +23,7 @@ constexpr int64_t prefetch_distance(int64_t row_bytes) {
 constexpr int64_t kPlanPrefetch = 16;  // lookups ahead in the sorted backward plan
 
 inline float to_float(float x) { return x; }
-inline float to_float(uint16_t bf16) {
-  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+inline float to_float(uint16_t bf16) { return bf16_to_float(bf16); }
 
 template <typename T>
 inline void prefetch_row(const T* row, int64_t dim, int rw = 0) {
@@ -53,6 +49,25 @@ inline vf16 load16(const uint16_t* p) {  // 16 bf16 -> fp32: widen and shift int
   return reinterpret_cast<vf16>(__builtin_convertvector(h, vu32x16) << 16);
 }
 
+// Calls fn(j, row) for each non-padding id of one bag (ids[begin:end]), prefetching the row
+// `ahead` ids further on (never past prefetch_end, the end of the table's ids); returns how
+// many ids it visited.
+template <typename index_t, typename weight_t, typename Fn>
+__attribute__((always_inline)) inline int64_t for_each_row(
+    const weight_t* table, int64_t dim, const index_t* ids, int64_t begin, int64_t end,
+    int64_t prefetch_end, int64_t pad, int64_t ahead, Fn&& fn) {
+  int64_t count = 0;
+  for (int64_t j = begin; j < end; ++j) {
+    if (j + ahead < prefetch_end)
+      prefetch_row(table + static_cast<int64_t>(ids[j + ahead]) * dim, dim);
+    const int64_t id = static_cast<int64_t>(ids[j]);
+    if (id == pad) continue;
+    ++count;
+    fn(j, id, table + id * dim);
+  }
+  return count;
+}
+
 // Sum/mean pooling of one bag for dims that are a multiple of 16: the accumulator stays in
 // registers for the whole bag.
 template <int kD, typename index_t, typename weight_t>
@@ -62,21 +77,15 @@ void sum_bag(const weight_t* table, const index_t* ids, int64_t begin, int64_t e
   constexpr int V = kD / 16;
   constexpr int64_t kAhead = prefetch_distance(kD * sizeof(weight_t));
   vf16 acc[V] = {};
-  int64_t count = 0;
-  for (int64_t j = begin; j < end; ++j) {
-    if (j + kAhead < prefetch_end)
-      prefetch_row(table + static_cast<int64_t>(ids[j + kAhead]) * kD, kD);
-    const int64_t id = static_cast<int64_t>(ids[j]);
-    if (id == pad) continue;
-    ++count;
-    const weight_t* row = table + id * kD;
+  const int64_t count = for_each_row(table, kD, ids, begin, end, prefetch_end, pad, kAhead,
+                                     [&](int64_t j, int64_t, const weight_t* row) {
     if (psw) {
       const float w = psw[j];
       for (int v = 0; v < V; ++v) acc[v] += w * load16(row + 16 * v);
     } else {
       for (int v = 0; v < V; ++v) acc[v] += load16(row + 16 * v);
     }
-  }
+  });
   const float scale = (pooling == Pooling::mean && count > 0) ? 1.f / count : 1.f;
   for (int v = 0; v < V; ++v) {
     const vf16 r = acc[v] * scale;
@@ -95,14 +104,8 @@ void sum_bag_bf16(const uint16_t* table, const index_t* ids, int64_t begin, int6
   constexpr int V = kD / 32;
   constexpr int64_t kAhead = prefetch_distance(kD * sizeof(uint16_t));
   vf16 even[V] = {}, odd[V] = {};
-  int64_t count = 0;
-  for (int64_t j = begin; j < end; ++j) {
-    if (j + kAhead < prefetch_end)
-      prefetch_row(table + static_cast<int64_t>(ids[j + kAhead]) * kD, kD);
-    const int64_t id = static_cast<int64_t>(ids[j]);
-    if (id == pad) continue;
-    ++count;
-    const uint16_t* row = table + id * kD;
+  const int64_t count = for_each_row(table, kD, ids, begin, end, prefetch_end, pad, kAhead,
+                                     [&](int64_t j, int64_t, const uint16_t* row) {
     const float w = psw ? psw[j] : 1.f;
     for (int v = 0; v < V; ++v) {
       vu32x16 x;
@@ -110,7 +113,7 @@ void sum_bag_bf16(const uint16_t* table, const index_t* ids, int64_t begin, int6
       even[v] += w * reinterpret_cast<vf16>(x << 16);
       odd[v] += w * reinterpret_cast<vf16>(x & 0xFFFF0000u);
     }
-  }
+  });
   const float scale = (pooling == Pooling::mean && count > 0) ? 1.f / count : 1.f;
   for (int v = 0; v < V; ++v)
     for (int i = 0; i < 16; ++i) {
@@ -141,14 +144,8 @@ void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t be
   } else {
     for (int64_t d = 0; d < D; ++d) acc[d] = 0.f;
   }
-  int64_t count = 0;
-  for (int64_t j = begin; j < end; ++j) {
-    if (j + ahead < prefetch_end)
-      prefetch_row(table + static_cast<int64_t>(ids[j + ahead]) * D, D);
-    const int64_t id = static_cast<int64_t>(ids[j]);
-    if (id == pad) continue;
-    ++count;
-    const weight_t* __restrict row = table + id * D;
+  const int64_t count = for_each_row(table, D, ids, begin, end, prefetch_end, pad, ahead,
+                                     [&](int64_t j, int64_t id, const weight_t* __restrict row) {
     if (pooling == Pooling::max) {
 #pragma omp simd
       for (int64_t d = 0; d < D; ++d) {
@@ -162,7 +159,7 @@ void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t be
 #pragma omp simd
       for (int64_t d = 0; d < D; ++d) acc[d] += w * to_float(row[d]);
     }
-  }
+  });
   if (pooling == Pooling::max) {
     for (int64_t d = 0; d < D; ++d) out[d] = argmax[d] < 0 ? 0.f : acc[d];
   } else {

@@ -8,29 +8,16 @@
 #include <cstring>
 #include <vector>
 
+#include "bf16.h"
 #include "interaction.h"
 
 namespace dlrmx::cpu::DLRMX_ISA_NS {
 namespace {
 
 inline float load(float x) { return x; }
-inline float load(uint16_t bf16) {
-  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-}
+inline float load(uint16_t bf16) { return bf16_to_float(bf16); }
 inline void store(float* p, float x) { *p = x; }
-inline void store(uint16_t* p, float x) {  // fp32 -> bf16, round to nearest even (NaN stays NaN)
-  uint32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) {
-    *p = static_cast<uint16_t>((bits >> 16) | 0x40);
-    return;
-  }
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  *p = static_cast<uint16_t>(bits >> 16);
-}
+inline void store(uint16_t* p, float x) { *p = float_to_bf16(x); }
 
 // z[f*D + d] <- feature f of sample b, as fp32.
 template <int kD, typename elem_t>
