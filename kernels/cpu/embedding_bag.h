@@ -72,6 +72,7 @@ struct GradientPlan {
   std::vector<std::vector<RowLookup>> lookups;   // per thread
   std::vector<int64_t> unique_rows;              // [threads * T] distinct rows per thread and table
   std::vector<float> bag_scale;                  // [T*B]: 1/len for mean (non-padding ids), else 1
+  std::vector<std::vector<RowLookup>> scratch;   // per thread, the radix sort's second buffer
 
   // Distinct rows of table t (the nnz of a coalesced sparse gradient).
   int64_t table_unique_rows(int64_t t) const;
@@ -87,8 +88,11 @@ inline int row_owner(uint64_t key, int parts) {
   return static_cast<int>((hash * static_cast<uint64_t>(parts)) >> 32);
 }
 
+// Fills `plan` for a batch. A plan reused across batches keeps its buffers' capacity, so steady
+// training allocates (and page-faults) nothing here.
 template <typename index_t>
-GradientPlan make_gradient_plan(const Tables& tables, const Bags<index_t>& bags, int num_threads);
+void fill_gradient_plan(const Tables& tables, const Bags<index_t>& bags, int num_threads,
+                        GradientPlan& plan);
 
 // Per-ISA kernels. weight_t: float, or uint16_t (bf16, forward and split_sgd only).
 #define DLRMX_EMBEDDING_BAG_DECLS                                                                 \

@@ -32,9 +32,9 @@ BagsError check_bags(const Tables& tables, const Bags<index_t>& bags) {
 namespace {
 
 // Stable LSD radix sort by key; only the low `bits` bits of the keys can be non-zero.
-void radix_sort(std::vector<RowLookup>& v, int bits) {
+void radix_sort(std::vector<RowLookup>& v, std::vector<RowLookup>& tmp, int bits) {
   constexpr int kDigit = 11;
-  std::vector<RowLookup> tmp(v.size());
+  tmp.resize(v.size());
   for (int shift = 0; shift < bits; shift += kDigit) {
     size_t count[(1 << kDigit) + 1] = {0};
     for (const auto& x : v) ++count[((x.key >> shift) & ((1u << kDigit) - 1)) + 1];
@@ -47,8 +47,8 @@ void radix_sort(std::vector<RowLookup>& v, int bits) {
 }  // namespace
 
 template <typename index_t>
-GradientPlan make_gradient_plan(const Tables& tables, const Bags<index_t>& bags, int num_threads) {
-  GradientPlan plan;
+void fill_gradient_plan(const Tables& tables, const Bags<index_t>& bags, int num_threads,
+                        GradientPlan& plan) {
   const int64_t T = tables.num_tables, B = bags.batch_size, nbags = T * B;
   const int parts = std::max(1, num_threads);
   plan.num_threads = parts;
@@ -56,6 +56,7 @@ GradientPlan make_gradient_plan(const Tables& tables, const Bags<index_t>& bags,
   plan.row_base.assign(T + 1, 0);
   for (int64_t t = 0; t < T; ++t) plan.row_base[t + 1] = plan.row_base[t] + tables.rows[t];
   plan.lookups.resize(parts);
+  plan.scratch.resize(parts);
   plan.unique_rows.assign(static_cast<size_t>(parts) * T, 0);
   plan.bag_scale.assign(nbags, 1.f);
   int bits = 0;
@@ -67,7 +68,14 @@ GradientPlan make_gradient_plan(const Tables& tables, const Bags<index_t>& bags,
     // A team smaller than asked for (nested parallelism) still covers every part.
     for (int part = omp_get_thread_num(); part < parts; part += team) {
       auto& mine = plan.lookups[part];
-      mine.reserve(bags.num_ids / parts + 1024);
+      const size_t expect = bags.num_ids / parts + 1024;
+      // Keep the buffers of earlier batches, unless they are far larger than this one needs.
+      if (mine.capacity() > 4 * expect) {
+        std::vector<RowLookup>().swap(mine);
+        std::vector<RowLookup>().swap(plan.scratch[part]);
+      }
+      mine.clear();
+      mine.reserve(expect);
       for (int64_t bag = 0; bag < nbags; ++bag) {
         const int64_t t = bag / B, pad = tables.padding_idx[t];
         const uint64_t base = plan.row_base[t];
@@ -83,7 +91,7 @@ GradientPlan make_gradient_plan(const Tables& tables, const Bags<index_t>& bags,
         if (bags.pooling == Pooling::mean && bag % parts == part && len > 0)
           plan.bag_scale[bag] = 1.f / static_cast<float>(len);
       }
-      radix_sort(mine, bits);
+      radix_sort(mine, plan.scratch[part], bits);
       int64_t t = 0;
       for (size_t i = 0; i < mine.size(); ++i) {
         if (i > 0 && mine[i].key == mine[i - 1].key) continue;
@@ -92,7 +100,6 @@ GradientPlan make_gradient_plan(const Tables& tables, const Bags<index_t>& bags,
       }
     }
   }
-  return plan;
 }
 
 int64_t GradientPlan::table_unique_rows(int64_t t) const { return write_start(num_threads, t); }
@@ -105,7 +112,7 @@ int64_t GradientPlan::write_start(int thread, int64_t t) const {
 
 template BagsError check_bags(const Tables&, const Bags<int32_t>&);
 template BagsError check_bags(const Tables&, const Bags<int64_t>&);
-template GradientPlan make_gradient_plan(const Tables&, const Bags<int32_t>&, int);
-template GradientPlan make_gradient_plan(const Tables&, const Bags<int64_t>&, int);
+template void fill_gradient_plan(const Tables&, const Bags<int32_t>&, int, GradientPlan&);
+template void fill_gradient_plan(const Tables&, const Bags<int64_t>&, int, GradientPlan&);
 
 }  // namespace dlrmx::cpu
