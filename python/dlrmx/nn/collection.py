@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from dlrmx import ops
-from dlrmx.nn.sparse_optim import FusedUpdate, SparseOptimizer, combine_fp32, split_fp32
+from dlrmx.nn.sparse_optim import FusedUpdate, SparseOptimizer, combine_fp32
 from dlrmx.nn.tables import new_table
 
 
@@ -71,10 +71,7 @@ class EmbeddingBagCollection(nn.Module):
         self.weights = nn.ParameterList()
         self._state_names: list[str] = []
         for t, w in enumerate(fp32):
-            if optimizer is not None and optimizer.name == "split_sgd":
-                w, state = split_fp32(w)
-            else:
-                state = None if optimizer is None else optimizer.init_state(w)
+            w, state = (w, None) if optimizer is None else optimizer.prepare(w)
             self.weights.append(nn.Parameter(w, requires_grad=optimizer is None))
             if state is not None:
                 self.register_buffer(f"state_{t}", state)

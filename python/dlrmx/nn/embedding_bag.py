@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dlrmx import ops
-from dlrmx.nn.sparse_optim import FusedUpdate, SparseOptimizer, split_fp32
+from dlrmx.nn.sparse_optim import FusedUpdate, SparseOptimizer
 from dlrmx.nn.tables import new_table
 
 
@@ -96,17 +96,12 @@ class EmbeddingBag(nn.Module):
     def _init_fused(self, optimizer: SparseOptimizer) -> None:
         """Fused mode: the weight takes no gradient; optimizer state becomes a buffer (split-SGD:
         the weight turns bf16 and its lower halves are the buffer `trail`)."""
-        if optimizer.name == "split_sgd":
-            upper, trail = split_fp32(self.weight.data)
-            self.weight = nn.Parameter(upper, requires_grad=False)
-            self.register_buffer("trail", trail)
-            self._state = ["trail"]
-        else:
-            self.weight.requires_grad_(False)
-            state = optimizer.init_state(self.weight)
-            if state is not None:
-                self.register_buffer("optimizer_state", state)
-            self._state = [] if state is None else ["optimizer_state"]
+        weight, state = optimizer.prepare(self.weight.data)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        name = "trail" if optimizer.name == "split_sgd" else "optimizer_state"
+        if state is not None:
+            self.register_buffer(name, state)
+        self._state = [] if state is None else [name]
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight)

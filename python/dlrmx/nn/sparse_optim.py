@@ -27,7 +27,6 @@ class SparseOptimizer:
     skip_nonfinite: bool = False
 
     name: ClassVar[str] = ""
-    weight_dtype: ClassVar[torch.dtype] = torch.float32
 
     def __post_init__(self) -> None:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
@@ -40,6 +39,10 @@ class SparseOptimizer:
     def init_state(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The optimizer state for one table (None when it keeps none)."""
         return None
+
+    def prepare(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """An fp32 table -> (the table as this optimizer stores it, its state or None)."""
+        return weight, self.init_state(weight)
 
 
 @dataclass
@@ -82,10 +85,9 @@ class SplitSGD(SparseOptimizer):
     ("trail"). The update rebuilds the exact fp32 weight, steps, and splits it again."""
 
     name: ClassVar[str] = "split_sgd"
-    weight_dtype: ClassVar[torch.dtype] = torch.bfloat16
 
-    def init_state(self, weight: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("split_sgd state comes from split_fp32(); use the module's constructor")
+    def prepare(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return split_fp32(weight)  # (bf16 upper halves, int16 trail)
 
 
 OPTIMIZERS = {cls.name: cls for cls in (SGD, RowWiseAdagrad, Adagrad, SplitSGD)}
