@@ -286,10 +286,10 @@ void update(const at::Tensor& grad_out, at::TensorList weights, const at::Tensor
     using W = decltype(weight_tag);
     std::vector<W*> ptrs;
     for (const auto& w : weights) ptrs.push_back(static_cast<W*>(w.data_ptr()));
-    if (u.kind == cpu::Update::sgd || u.kind == cpu::Update::split_sgd) {
-      if (b.pooling != Pooling::max)  // SGD is linear: no grouping by row needed
-        DLRMX_ISA_CALL(isa::embedding_bag_sgd<I, W>(b.tables, b.bags<I>(), go.data_ptr<float>(),
-                                                     ptrs.data(), u, num_threads()));
+    const bool linear = u.kind == cpu::Update::sgd || u.kind == cpu::Update::split_sgd;
+    if (linear && b.pooling != Pooling::max) {  // SGD is linear: no grouping by row needed
+      DLRMX_ISA_CALL(isa::embedding_bag_sgd<I, W>(b.tables, b.bags<I>(), go.data_ptr<float>(),
+                                                   ptrs.data(), u, num_threads()));  // returns
     }
     const auto& plan = plan_for<I>(b);
     DLRMX_ISA_CALL(isa::embedding_bag_update<I, W>(b.tables, b.bags<I>(), plan,

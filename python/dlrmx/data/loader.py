@@ -116,20 +116,21 @@ class FileSource(BatchSource):
         self.spec = read_spec(self.dir)
         self.table_sizes = [int(c) for c in self.spec["table_sizes"]]
         self.seed, self.block_batches, self.shuffle = seed, block_batches, shuffle
-        self.arrays = {s: tuple(vars(open_split(self.dir, s)).values()) for s in SPLIT_NAMES
+        self.splits = {s: open_split(self.dir, s) for s in SPLIT_NAMES
                        if int(self.spec["rows"].get(s, 0)) > 0}
-        if "train" not in self.arrays:
+        if "train" not in self.splits:
             raise DataFormatError(f"{self.dir / 'spec.json'}: rows['train'] must be > 0")
 
     def rows(self, split: str) -> int:
-        return self.arrays[split][0].shape[0] if split in self.arrays else 0
+        return len(self.splits[split]) if split in self.splits else 0
 
     def num_batches(self, split: str, batch_size: int) -> int:
         n = self.rows(split)
         return n // batch_size if split == "train" else -(-n // batch_size)  # drop last in train
 
     def get(self, split: str, index: int, batch_size: int, epoch: int = 0) -> Batch:
-        label, dense, sparse = self.arrays[split]
+        data = self.splits[split]
+        label, dense, sparse = data.label, data.dense, data.sparse
         if split != "train" or not self.shuffle:
             sl = slice(index * batch_size, min((index + 1) * batch_size, label.shape[0]))
             return make_batch(np.array(dense[sl]), np.array(sparse[sl]),  # copies: mmap is read-only
