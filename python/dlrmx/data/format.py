@@ -16,10 +16,12 @@ is needed here.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -28,6 +30,11 @@ SPLITS = ("train", "val", "test")
 LABEL_DTYPE = np.dtype(np.int8)
 DENSE_DTYPE = np.dtype(np.float32)
 INT32_MAX = 2**31 - 1
+SPARSE_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))  # what the embedding kernels take
+
+
+class DataFormatError(ValueError):
+    """A training-format directory is missing a file or holds the wrong shapes or types."""
 
 
 def sparse_dtype(table_sizes: list[int]) -> np.dtype:
@@ -52,6 +59,25 @@ class Split:
         return int(self.label.shape[0])
 
 
+def reserve_space(paths: Iterable[Path]) -> None:
+    """Allocate the files' blocks now. The splits are written through memory maps of sparse
+    files, where a full disk is a SIGBUS crash mid-write; here it is an OSError naming the file."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    for path in paths:
+        size = path.stat().st_size
+        fd = os.open(path, os.O_RDWR)
+        try:
+            if size:
+                os.posix_fallocate(fd, 0, size)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
+                continue  # a filesystem without fallocate: nothing to reserve with
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        finally:
+            os.close(fd)
+
+
 class SplitWriter:
     """Preallocates one split's three files and fills them in pieces (rows at any positions).
 
@@ -69,11 +95,15 @@ class SplitWriter:
         self.dense = mm(p["dense"], mode="w+", dtype=DENSE_DTYPE, shape=(n_rows, n_dense))
         self.sparse = mm(p["sparse"], mode="w+", dtype=np.dtype(sparse_type),
                          shape=(n_rows, n_sparse))
-        self.n_rows = n_rows
+        reserve_space(p.values())
+        self.n_rows, self.paths = n_rows, p
 
     def write(self, rows: slice | np.ndarray, label: np.ndarray, dense: np.ndarray,
               sparse: np.ndarray) -> None:
-        """Write a block of rows at ``rows`` (a slice or an index array)."""
+        """Write a block of rows at ``rows`` (a slice or an index array); refuses labels other
+        than 0/1 and negative ids (a cast would hide them)."""
+        check_labels(label, str(self.paths["label"]))
+        check_ids(sparse, None, str(self.paths["sparse"]))
         self.label[rows] = label
         self.dense[rows] = dense
         self.sparse[rows] = sparse
@@ -98,13 +128,51 @@ def write_split(directory: str | Path, split: str, label: np.ndarray, dense: np.
     if dense.shape[0] != n or sparse.shape[0] != n:
         raise ValueError(f"row counts differ: label {n}, dense {dense.shape[0]}, "
                          f"sparse {sparse.shape[0]}")
-    if sparse.size and sparse.min() < 0:
-        raise ValueError("sparse ids must be non-negative")
+    check_labels(label, f"{split} label")
+    check_ids(sparse, None, f"{split} sparse")
     # int32 unless an id needs more (pass table sizes through write_spec as usual).
     st = np.dtype(np.int64 if sparse.size and sparse.max() > INT32_MAX else np.int32)
     w = SplitWriter(directory, split, n, dense.shape[1], sparse.shape[1], st)
     w.write(slice(0, n), label.astype(LABEL_DTYPE), dense.astype(DENSE_DTYPE), sparse.astype(st))
     w.close()
+
+
+def check_labels(label: np.ndarray, where: str, row0: int = 0) -> None:
+    """Labels must be exactly 0 or 1 (a cast to int8 would turn 0.5 into 0 silently)."""
+    label = np.asarray(label)
+    if label.dtype.kind == "b" or label.size == 0:
+        return
+    bad = (label != 0) & (label != 1)
+    if bad.any():
+        r = int(np.argmax(bad))
+        raise DataFormatError(f"{where}: label {label[r].item()!r} at row {row0 + r} is not 0 or "
+                              "1; labels must be exactly 0 or 1 (clicks)")
+
+
+def check_ids(sparse: np.ndarray, table_sizes: list[int] | None, where: str, row0: int = 0
+              ) -> None:
+    """Ids of a (N, T) block must be in [0, table_sizes[t]) (only >= 0 when sizes are None);
+    the message names the column, the first bad row and the value."""
+    sparse = np.asarray(sparse)
+    if sparse.size == 0:
+        return
+    if sparse.dtype.kind not in "iu":
+        raise DataFormatError(f"{where}: ids have dtype {sparse.dtype}, expected integers")
+    if table_sizes is not None and len(table_sizes) != sparse.shape[1]:
+        raise DataFormatError(f"{where}: {sparse.shape[1]} id columns but {len(table_sizes)} "
+                              "table sizes")
+    low = sparse.min(axis=0)
+    high = sparse.max(axis=0)
+    for j in range(sparse.shape[1]):
+        size = None if table_sizes is None else int(table_sizes[j])
+        if low[j] >= 0 and (size is None or high[j] < size):
+            continue
+        col = sparse[:, j]
+        r = int(np.argmax((col < 0) | (False if size is None else col >= size)))
+        v = col[r].item()
+        what = ("is negative" if v < 0 else f"is >= table_sizes[{j}] = {size}")
+        raise DataFormatError(f"{where}: column C{j + 1} (index {j}): id {v} at row {row0 + r} "
+                              f"{what}; ids must be in [0, table size)")
 
 
 def write_spec(directory: str | Path, *, dense_columns: list[str], sparse_columns: list[str],
@@ -113,6 +181,10 @@ def write_spec(directory: str | Path, *, dense_columns: list[str], sparse_column
     """Write ``spec.json`` and return it as a dict."""
     if len(table_sizes) != len(sparse_columns):
         raise ValueError("one table size per sparse column")
+    for j, t in enumerate(table_sizes):
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t <= 0:
+            raise ValueError(f"table_sizes[{j}] ({sparse_columns[j]}) = {t!r}: every table needs "
+                             "a positive integer number of rows")
     spec = {
         "format_version": FORMAT_VERSION,
         "label_column": label_column,
@@ -125,10 +197,6 @@ def write_spec(directory: str | Path, *, dense_columns: list[str], sparse_column
     }
     (Path(directory) / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     return spec
-
-
-class DataFormatError(ValueError):
-    """A training-format directory is missing a file or holds the wrong shapes or types."""
 
 
 def read_spec(directory: str | Path) -> dict[str, Any]:
@@ -164,7 +232,10 @@ def open_split(directory: str | Path, split: str, mmap: bool = True) -> Split:
     n = int(spec["rows"].get(split, 0))
     shapes = {"label": (n,), "dense": (n, len(spec["dense_columns"])),
               "sparse": (n, len(spec["sparse_columns"]))}
-    kinds = {"label": ("biuf", "numeric"), "dense": ("f", "float32"), "sparse": ("iu", "int32 or int64")}
+    kinds = {"label": ("biuf", "numeric (int8, or any dtype holding exactly 0 and 1)"),
+             "dense": ("f", "float32"),
+             "sparse": ("i", "int32 or int64, what the embedding kernels take (convert the file: "
+                             "np.save(path, np.load(path).astype(np.int64)))")}
     arrays = {}
     for part, path in split_paths(directory, split).items():
         if not path.is_file():
@@ -173,7 +244,8 @@ def open_split(directory: str | Path, split: str, mmap: bool = True) -> Split:
         if arr.shape != shapes[part]:
             raise DataFormatError(f"{path}: shape {arr.shape}, expected {shapes[part]} (from spec.json)")
         kind, want = kinds[part]
-        if arr.dtype.kind not in kind or (part == "dense" and arr.dtype != DENSE_DTYPE):
+        if arr.dtype.kind not in kind or (part == "dense" and arr.dtype != DENSE_DTYPE) or (
+                part == "sparse" and arr.dtype not in SPARSE_DTYPES):
             raise DataFormatError(f"{path}: dtype {arr.dtype}, expected {want}")
         arrays[part] = arr
     return Split(arrays["label"], arrays["dense"], arrays["sparse"])
@@ -187,6 +259,7 @@ def write_dataset(directory: str | Path, splits: dict[str, tuple[np.ndarray, np.
     d.mkdir(parents=True, exist_ok=True)
     rows = {}
     for split, (label, dense, sparse) in splits.items():
+        check_ids(sparse, list(table_sizes), f"{split} sparse")
         write_split(d, split, label, dense, sparse)
         rows[split] = len(label)
     n_dense = next(iter(splits.values()))[1].shape[1]
@@ -195,3 +268,7 @@ def write_dataset(directory: str | Path, splits: dict[str, tuple[np.ndarray, np.
                label_column="label", table_sizes=list(table_sizes), rows=rows,
                produced_by=produced_by or {"tool": "dlrmx.data.format.write_dataset"})
     return d
+
+
+# Re-exported here (the checks live in validate.py, which imports this module).
+from dlrmx.data.validate import validate_dataset  # noqa: E402

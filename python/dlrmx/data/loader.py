@@ -4,6 +4,7 @@ threads."""
 
 from __future__ import annotations
 
+import functools
 import queue
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,13 +15,15 @@ import numpy as np
 import torch
 
 from dlrmx.data.format import SPLITS as SPLIT_NAMES
-from dlrmx.data.format import DataFormatError, open_split, read_spec
+from dlrmx.data.format import DataFormatError, open_split, read_spec, sparse_dtype
+from dlrmx.data.validate import validate_dataset
 from dlrmx.data.synthetic import NUM_DENSE, SyntheticCriteo
 
 
 @dataclass
 class Batch:
-    """One mini-batch in the layout the model takes (ids table-major, one id per bag)."""
+    """One mini-batch in the layout the model takes: jagged ids, table-major (bag t*B + b is
+    table t, sample b); one id per bag except for multi-hot random data."""
 
     dense: torch.Tensor    # [B, 13] float32
     values: torch.Tensor   # [T*B] int32/int64, table-major
@@ -88,10 +91,24 @@ class SyntheticSource(BatchSource):
 
 class RandomSource(BatchSource):
     """The reference's `--data-generation random`: uniform dense features, uniform ids, random
-    labels (for speed tests; nothing to learn)."""
+    labels (for speed tests; nothing to learn).
 
-    def __init__(self, table_sizes: Sequence[int], num_batches: int, seed: int) -> None:
+    Bags follow the reference's `--num-indices-per-lookup N` and `--num-indices-per-lookup-fixed`:
+    fixed, every bag holds exactly N ids (uniform, so duplicates are possible); not fixed, a bag
+    draws size round(max(1, u * min(table_size, N))) with u uniform in [0, 1), then that many
+    uniform ids, deduplicated and sorted (np.unique), so a bag can end up shorter.
+    Batch (split, epoch, index) is a pure function of its own RNG stream, drawn in this order:
+    dense (B, 13); then for N=1 fixed ids (B, T); for N>1 fixed ids (T, B, N); not fixed u (T, B)
+    and then all ids, table-major and bag by bag; finally the labels (B,).
+    """
+
+    def __init__(self, table_sizes: Sequence[int], num_batches: int, seed: int,
+                 num_indices_per_lookup: int = 1, fixed: bool = True) -> None:
+        if num_indices_per_lookup < 1:
+            raise ValueError(f"--num-indices-per-lookup must be >= 1, got {num_indices_per_lookup}")
         self.table_sizes, self.n, self.seed = list(table_sizes), num_batches, seed
+        self.per_lookup, self.fixed = int(num_indices_per_lookup), bool(fixed)
+        self.id_dtype = sparse_dtype(self.table_sizes)
 
     def num_batches(self, split: str, batch_size: int) -> int:
         return self.n if split == "train" else max(1, self.n // 10)
@@ -100,19 +117,96 @@ class RandomSource(BatchSource):
         rng = np.random.default_rng([self.seed, SPLIT_NAMES.index(split), epoch, index])
         dense = rng.random((batch_size, NUM_DENSE), dtype=np.float32)
         high = np.asarray(self.table_sizes, dtype=np.int64)
-        sparse = rng.integers(0, high, (batch_size, len(high))).astype(np.int32)
+        if self.fixed and self.per_lookup == 1:  # one id per bag: the plain layout
+            sparse = rng.integers(0, high, (batch_size, len(high))).astype(self.id_dtype)
+            label = rng.integers(0, 2, batch_size).astype(np.float32)
+            return make_batch(dense, sparse, label)
+        values, offsets = self._bags(rng, high, batch_size)
         label = rng.integers(0, 2, batch_size).astype(np.float32)
-        return make_batch(dense, sparse, label)
+        return Batch(torch.from_numpy(dense), torch.from_numpy(values), torch.from_numpy(offsets),
+                     torch.from_numpy(label))
+
+    def _bags(self, rng: np.random.Generator, high: np.ndarray, b: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """Multi-hot bags, table-major: (values, offsets of length T*B+1)."""
+        t, n = len(high), self.per_lookup
+        if self.fixed:
+            ids = rng.integers(0, high[:, None, None], (t, b, n))
+            return ids.reshape(-1).astype(self.id_dtype), np.arange(t * b + 1, dtype=np.int64) * n
+        u = rng.random((t, b))
+        sizes = np.round(np.maximum(1.0, u * np.minimum(high, n)[:, None])).astype(np.int64)
+        ids = rng.integers(0, np.repeat(high, sizes.sum(axis=1)))
+        bag = np.repeat(np.arange(t * b), sizes.reshape(-1))
+        order = np.lexsort((ids, bag))  # sort ids within each bag (bags stay in order)
+        ids, bag = ids[order], bag[order]
+        first = np.ones(ids.size, dtype=bool)
+        first[1:] = (bag[1:] != bag[:-1]) | (ids[1:] != ids[:-1])  # drop repeats within a bag
+        counts = np.bincount(bag[first], minlength=t * b)
+        offsets = np.zeros(t * b + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return ids[first].astype(self.id_dtype), offsets
+
+
+@functools.lru_cache(maxsize=8)
+def block_schedule(n_rows: int, batch_size: int, block_batches: int, seed: int, epoch: int
+                   ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """The train order of one epoch, a pure function of its arguments (resume relies on it).
+
+    The epoch uses the num_batches * batch_size positions [start, start + num_batches *
+    batch_size), where start in [0, n_rows mod batch_size] is drawn per epoch, so the fewer than
+    batch_size rows dropped change from epoch to epoch. Those positions are cut into blocks of
+    `block_batches` batches (the last block holds the remaining batches, possibly fewer), and the
+    blocks are visited in a seeded random order. Returns (start, blocks in visit order, batches
+    in each block, first batch index of each visited block with the total appended).
+    """
+    nb = n_rows // batch_size
+    nblocks = -(-nb // block_batches)
+    sizes = np.full(nblocks, block_batches, dtype=np.int64)
+    if nb % block_batches:
+        sizes[-1] = nb % block_batches
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(nblocks)
+    start = int(rng.integers(0, n_rows - nb * batch_size + 1))
+    bounds = np.zeros(nblocks + 1, dtype=np.int64)
+    np.cumsum(sizes[order], out=bounds[1:])
+    return start, order, sizes, bounds
+
+
+def kept_rows(label: np.ndarray, rate: float, seed: int, chunk: int = 1 << 20) -> np.ndarray:
+    """The reference's `--data-sub-sample-rate`: each negative row is dropped with probability
+    `rate`, positives are all kept; decided once by a seeded RNG, in chunks of the (memory-
+    mapped) labels. Returns the kept row numbers, ascending (int32 when they fit: 4 bytes per
+    kept row)."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"--data-sub-sample-rate must be in [0, 1], got {rate}")
+    n = label.shape[0]
+    dtype = np.int32 if n <= 2**31 - 1 else np.int64
+    rng = np.random.default_rng([seed, 0x5AB5])
+    parts = []
+    for lo in range(0, n, chunk):
+        y = np.asarray(label[lo:lo + chunk])
+        keep = (y != 0) | (rng.random(y.shape[0]) >= rate)
+        parts.append((np.flatnonzero(keep) + lo).astype(dtype))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
 class FileSource(BatchSource):
-    """The training format, memory-mapped. Train batches are shuffled by blocks: each epoch
-    visits blocks of `block_batches` batches in a seeded random order, and shuffles rows within
-    a block (a contiguous region of the file, so reads stay mostly sequential)."""
+    """The training format, memory-mapped, validated against spec.json when opened
+    (`dlrmx.data.validate`). Train batches are shuffled by blocks (see `block_schedule`):
+    each epoch visits blocks of `block_batches` batches in a seeded random order and shuffles
+    rows within a block (a contiguous region of the file, so reads stay mostly sequential).
+    Every train batch has exactly batch_size rows; the last eval batch may be partial.
+
+    `sub_sample_rate` > 0 drops negative train rows as the reference's --data-sub-sample-rate
+    (`kept_rows`); the block schedule then runs over the kept rows.
+    """
 
     def __init__(self, directory: str | Path, seed: int = 0, block_batches: int = 16,
-                 shuffle: bool = True) -> None:
+                 shuffle: bool = True, sub_sample_rate: float = 0.0) -> None:
+        if block_batches < 1:
+            raise ValueError(f"block_batches must be >= 1, got {block_batches}")
         self.dir = Path(directory)
+        validate_dataset(self.dir)
         self.spec = read_spec(self.dir)
         self.table_sizes = [int(c) for c in self.spec["table_sizes"]]
         self.seed, self.block_batches, self.shuffle = seed, block_batches, shuffle
@@ -120,8 +214,12 @@ class FileSource(BatchSource):
                        if int(self.spec["rows"].get(s, 0)) > 0}
         if "train" not in self.splits:
             raise DataFormatError(f"{self.dir / 'spec.json'}: rows['train'] must be > 0")
+        self.kept = (kept_rows(self.splits["train"].label, sub_sample_rate, seed)
+                     if sub_sample_rate > 0 else None)
 
     def rows(self, split: str) -> int:
+        if split == "train" and self.kept is not None:
+            return int(self.kept.size)
         return len(self.splits[split]) if split in self.splits else 0
 
     def num_batches(self, split: str, batch_size: int) -> int:
@@ -129,21 +227,33 @@ class FileSource(BatchSource):
         return n // batch_size if split == "train" else -(-n // batch_size)  # drop last in train
 
     def get(self, split: str, index: int, batch_size: int, epoch: int = 0) -> Batch:
+        n = self.num_batches(split, batch_size)
+        if not 0 <= index < n:
+            raise IndexError(f"{split} batch {index} out of range: {n} batches of {batch_size}")
         data = self.splits[split]
-        label, dense, sparse = data.label, data.dense, data.sparse
-        if split != "train" or not self.shuffle:
-            sl = slice(index * batch_size, min((index + 1) * batch_size, label.shape[0]))
-            return make_batch(np.array(dense[sl]), np.array(sparse[sl]),  # copies: mmap is read-only
-                              np.asarray(label[sl], dtype=np.float32))
-        block_rows = batch_size * self.block_batches
-        nblocks = -(-self.num_batches("train", batch_size) // self.block_batches)
-        order = np.random.default_rng([self.seed, epoch]).permutation(nblocks)
-        block, within = divmod(index, self.block_batches)
-        start = int(order[block]) * block_rows
-        stop = min(start + block_rows, (label.shape[0] // batch_size) * batch_size)
-        perm = np.random.default_rng([self.seed, epoch, int(order[block])]).permutation(stop - start)
-        rows = np.sort(perm[within * batch_size:(within + 1) * batch_size]) + start
-        return make_batch(dense[rows], sparse[rows], np.asarray(label[rows], dtype=np.float32))
+        if split != "train":
+            sl = slice(index * batch_size, min((index + 1) * batch_size, len(data)))
+            # copies: the memory maps are read-only
+            return make_batch(np.array(data.dense[sl]), np.array(data.sparse[sl]),
+                              np.asarray(data.label[sl], dtype=np.float32))
+        if self.shuffle:
+            pos = self._shuffled_positions(index, batch_size, epoch)
+        else:
+            pos = np.arange(index * batch_size, (index + 1) * batch_size)
+        rows = pos if self.kept is None else self.kept[pos]
+        return make_batch(data.dense[rows], data.sparse[rows],
+                          np.asarray(data.label[rows], dtype=np.float32))
+
+    def _shuffled_positions(self, index: int, batch_size: int, epoch: int) -> np.ndarray:
+        """Positions (into the train rows, or the kept rows) of train batch `index`, ascending."""
+        start, order, sizes, bounds = block_schedule(self.rows("train"), batch_size,
+                                                     self.block_batches, self.seed, epoch)
+        slot = int(np.searchsorted(bounds, index, side="right")) - 1
+        block, within = int(order[slot]), index - int(bounds[slot])
+        first = start + block * self.block_batches * batch_size
+        perm = np.random.default_rng([self.seed, epoch, block]).permutation(
+            int(sizes[block]) * batch_size)
+        return np.sort(perm[within * batch_size:(within + 1) * batch_size]) + first
 
 
 # ------------------------------------------------------------------------------- prefetching
