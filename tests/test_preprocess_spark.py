@@ -48,9 +48,15 @@ def assert_same(a, b, cfg) -> None:
 def test_spark_equals_polars_with_bad_rows_and_both_joins(spark, tmp_path):
     lines, kinds = bad_lines()
     lines = make_lines(300, 5)[:150] + lines + make_lines(300, 5)[150:]
+    raw = [x.encode() for x in lines]
+    # Labels that are not 0/1 and bytes that are not UTF-8 are bad rows in both engines.
+    raw[20], raw[30] = b"2" + raw[20][1:], b"-1" + raw[30][1:]
+    raw[40] = raw[40].replace(b"\t", b"\tcaf\xe9", 1)
+    raw[250] = b"\xff" + raw[250]
+    kinds = {**kinds, ("label", "bad_label"): 2, ("*", "invalid_utf8"): 2}
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "part_1.tsv").write_text("\n".join(lines[:200]) + "\n")
-    (tmp_path / "in" / "part_2.tsv").write_text("\n".join(lines[200:]))
+    (tmp_path / "in" / "part_1.tsv").write_bytes(b"\n".join(raw[:200]) + b"\n")
+    (tmp_path / "in" / "part_2.tsv").write_bytes(b"\n".join(raw[200:]))
     cfg = replace(kaggle(min_freq=2, max_ind_range=5000, order="frequency"),
                   row_order=replace(kaggle().row_order, order="shuffle_day", seed=7))
     rp = run(cfg, [str(tmp_path / "in")], tmp_path / "p", "polars")
@@ -61,6 +67,9 @@ def test_spark_equals_polars_with_bad_rows_and_both_joins(spark, tmp_path):
     assert dict(rs.bad.counts) == dict(rp.bad.counts) == kinds
     assert (tmp_path / "p" / "quarantine.tsv").read_text() == (tmp_path / "s" / "quarantine.tsv").read_text()
     assert [e.describe() for e in rs.bad.examples] == [e.describe() for e in rp.bad.examples]
+    q = (tmp_path / "s" / "quarantine.tsv").read_text()
+    assert "part_1.tsv\t41\t*:invalid_utf8\t" in q and "caf\\xe9" in q  # file, line, the bytes
+    assert "part_2.tsv\t51\t*:invalid_utf8\t\\xff" in q
 
 
 @needs_data

@@ -6,9 +6,10 @@ import argparse
 import sys
 from dataclasses import replace
 
+from dlrmx.cli import Parser, die
 from dlrmx.preprocess import config as C
 from dlrmx.preprocess.pipeline import EngineOptions, run
-from dlrmx.preprocess.report import BadInputError
+from dlrmx.preprocess.report import PreprocessError
 
 EPILOG = """\
 examples:
@@ -25,8 +26,8 @@ report.json and (when bad rows were quarantined) quarantine.tsv. See the README.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dlrmx.preprocess", description=__doc__,
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m dlrmx.preprocess", description=__doc__,
+               epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="input files (plain or .gz TSV/CSV), directories "
                    "(every file inside, in natural order: day_2 before day_10) or globs")
     p.add_argument("-o", "--output", required=True, help="output directory (replaced atomically)")
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Spark: dictionaries whose measured size is below this are joined by "
                    "broadcast, larger ones by sort-merge (default 256)")
     o = p.add_argument_group("operations (override the preset/config)")
-    o.add_argument("--max-ind-range", type=int, help="categorical key = value %% N (0: off)")
+    o.add_argument("--max-ind-range", type=int, help="categorical key = value %% N before the "
+                   "dictionaries, as the reference DLRM (0 or -1: off)")
     o.add_argument("--min-freq", type=int, help="keys seen fewer times map to the reserved id")
     o.add_argument("--order", choices=C.ORDERS, help="id order: frequency (most frequent "
                    "first, ties by key) or first_seen (the reference DLRM's order)")
@@ -99,8 +101,22 @@ def config_from_args(a: argparse.Namespace) -> C.PipelineConfig:
     return cfg.validate()
 
 
+def describe(e: BaseException) -> str:
+    """One line for the user: the message, with the path of an OSError."""
+    if isinstance(e, OSError) and e.filename and str(e.filename) not in str(e):
+        text = f"{e.strerror or e}: {e.filename}"
+    else:
+        text = str(e)
+    return " ".join(text.split())
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    try:
+        a = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except ValueError as e:  # an unknown or repeated flag
+        return die(e)
     try:
         cfg = config_from_args(a)
         conf = {}
@@ -112,9 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = EngineOptions(a.engine, a.master, conf, a.broadcast_limit_mb)
         rep = run(cfg, a.inputs, a.output, opts, dictionaries=a.dictionaries,
                   progress=not a.quiet and sys.stderr.isatty(), keep_work=a.keep_work)
-    except (BadInputError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (PreprocessError, ValueError, OSError) as e:  # what a user can cause and fix
+        return die(describe(e))
     if not a.quiet:
         print(rep.text())
     return 0

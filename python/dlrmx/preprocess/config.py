@@ -59,7 +59,9 @@ class CategoricalOps:
     reference's rule: an empty field is the value 0 and gets an id like any other key.
     """
 
-    max_ind_range: int = 0  # > 0: key = value % max_ind_range (hex and int keys only)
+    # > 0: key = value % max_ind_range (hex and int keys only), before the dictionaries, as the
+    # reference DLRM's --max-ind-range; 0 or negative (the reference's default -1): off.
+    max_ind_range: int = 0
     min_freq: int = 1
     order: str = "frequency"  # frequency: most frequent first (ties: smaller key); first_seen
     missing: str = "reserved"
@@ -131,8 +133,11 @@ class PipelineConfig:
         for what, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"pipeline {self.name!r}: {what} must be one of {allowed}, got {value!r}")
-        if c.min_freq < 1 or c.max_ind_range < 0 or self.split.days < 1:
-            raise ValueError(f"pipeline {self.name!r}: min_freq >= 1, max_ind_range >= 0, days >= 1")
+        if c.min_freq < 1 or self.split.days < 1:
+            raise ValueError(f"pipeline {self.name!r}: min_freq >= 1 and days >= 1, got "
+                             f"min_freq={c.min_freq}, days={self.split.days}")
+        if c.max_ind_range < 0:  # the reference's "off" (-1); one spelling of off on disk
+            self.categorical_ops = replace(c, max_ind_range=0)
         if not self.categorical and not self.dense:
             raise ValueError(f"pipeline {self.name!r}: no dense and no categorical columns left")
         return self
@@ -218,8 +223,12 @@ def from_dict(d: dict[str, Any], where: str = "pipeline") -> PipelineConfig:
 def load_yaml(path: str | Path) -> PipelineConfig:
     import yaml  # only needed for user pipelines
 
-    with open(path) as f:
-        d = yaml.safe_load(f)
+    with open(path, encoding="utf-8") as f:
+        try:
+            d = yaml.safe_load(f)
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ValueError(f"--config {path}: not a valid YAML file: "
+                             f"{' '.join(str(e).split())}") from e
     if not isinstance(d, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     return from_dict(d, where=str(path))

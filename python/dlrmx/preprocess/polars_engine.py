@@ -18,7 +18,7 @@ import polars as pl
 
 from dlrmx.preprocess import report as R
 from dlrmx.preprocess.config import PipelineConfig
-from dlrmx.preprocess.inputs import Segment
+from dlrmx.preprocess.inputs import Segment, has_invalid_utf8, input_read_error, utf8_copy
 
 INT_RE = r"^[+-]?[0-9]+$"
 HEX_RE = r"^[0-9a-fA-F]+$"
@@ -34,21 +34,34 @@ def key_dtype(cfg: PipelineConfig, column: str) -> pl.DataType:
     return pl.String() if cfg.schema.parse_kind(column) == "string" else pl.Int64()
 
 
-def _lines(files: list[Path], file_rows: list[int], header: bool) -> pl.LazyFrame:
-    """All data lines with their global position, file index and 1-based line number."""
+UTF8_BAD = "_utf8_bad"  # the line was not UTF-8 (its text has the bad bytes as \xNN escapes)
+
+
+def _lines(files: list[Path], file_rows: list[int], header: bool,
+           invalid_utf8: dict[int, list[int]] | None = None) -> pl.LazyFrame:
+    """All data lines with their global position, file index, 1-based line number and whether
+    the line was not UTF-8 (``invalid_utf8``: file index -> such line numbers)."""
     frames, offset = [], 0
     for i, (f, n) in enumerate(zip(files, file_rows)):
         lf = pl.scan_lines(str(f), name="line", row_index_name="_i")
         if header:
             lf = lf.slice(1)
         skip = 1 if header else 0
+        line_no = pl.col("_i").cast(pl.Int64) + 1
+        bad = (invalid_utf8 or {}).get(i)
+        bad_lines = pl.lit(pl.Series(bad, dtype=pl.Int64)).implode() if bad else None
         frames.append(lf.select(
             (pl.col("_i").cast(pl.Int64) + (offset - skip)).alias("pos"),
             pl.lit(i, pl.Int32).alias("file_idx"),
-            (pl.col("_i").cast(pl.Int64) + 1).alias("line_no"),
-            pl.col("line")))
+            line_no.alias("line_no"),
+            pl.col("line"),
+            (line_no.is_in(bad_lines) if bad else pl.lit(False)).alias(UTF8_BAD)))
         offset += n
     return pl.concat(frames, how="vertical")
+
+
+def _with_utf8_flag(lf: pl.LazyFrame) -> pl.LazyFrame:
+    return lf if UTF8_BAD in lf.collect_schema() else lf.with_columns(pl.lit(False).alias(UTF8_BAD))
 
 
 # ------------------------------------------------------------------------------- parsing rules
@@ -78,8 +91,8 @@ def _hex(raw: pl.Expr) -> pl.Expr:
     return raw.str.to_integer(base=16, strict=False).cast(pl.Int64)
 
 
-def _label_overflow(val: pl.Expr) -> pl.Expr:
-    return val.is_not_null() & ((val < -128) | (val > 127))
+def _label_not_binary(val: pl.Expr) -> pl.Expr:
+    return val.is_not_null() & ~val.is_in([0, 1])
 
 
 def _values(cfg: PipelineConfig, raw: dict, missing: dict) -> list[pl.Expr]:
@@ -106,7 +119,8 @@ def _any_bad(cfg: PipelineConfig, raw: dict, missing: dict) -> pl.Expr:
     """True where any rule of `parse_frame` flags the row, from the casts alone (no regex)."""
     s = cfg.schema
     label = _int(raw[s.label])
-    bad = [pl.col("_extra").is_not_null(), missing[s.label] | label.is_null() | _label_overflow(label)]
+    bad = [pl.col(UTF8_BAD), pl.col("_extra").is_not_null(),
+           missing[s.label] | label.is_null() | _label_not_binary(label)]
     for c in cfg.dense:
         bad.append(~missing[c] & _int(raw[c]).is_null())
     for c in cfg.categorical:
@@ -121,10 +135,10 @@ def _any_bad(cfg: PipelineConfig, raw: dict, missing: dict) -> pl.Expr:
 
 def screen_frame(lf: pl.LazyFrame, cfg: PipelineConfig) -> pl.LazyFrame:
     """pos, file_idx, line_no, line, typed columns, ``_bad`` and ``_dropped`` per line."""
-    lf, raw, missing = _split(lf, cfg)
+    lf, raw, missing = _split(_with_utf8_flag(lf), cfg)
     drop = pl.any_horizontal([missing[c] for c in cfg.drop_rows_if_missing]) \
         if cfg.drop_rows_if_missing else pl.lit(False)
-    return lf.select("pos", "file_idx", "line_no", "line", *_values(cfg, raw, missing),
+    return lf.select("pos", "file_idx", "line_no", "line", UTF8_BAD, *_values(cfg, raw, missing),
                      _any_bad(cfg, raw, missing).alias("_bad"), drop.fill_null(False).alias("_dropped"))
 
 
@@ -136,12 +150,13 @@ def _int_flags(raw: pl.Expr, missing: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
 def parse_frame(lf: pl.LazyFrame, cfg: PipelineConfig) -> tuple[pl.LazyFrame, list[str]]:
     """The diagnosis: one boolean column per (column, bad kind); returns the flag names."""
     s = cfg.schema
-    lf, raw, missing = _split(lf, cfg)
+    lf, raw, missing = _split(_with_utf8_flag(lf), cfg)
     flags: dict[str, pl.Expr] = {flag_name(R.ROW_LEVEL, R.TOO_MANY_FIELDS): pl.col("_extra").is_not_null()}
     non_num, ovf = _int_flags(raw[s.label], missing[s.label])
     flags[flag_name(s.label, R.MISSING_LABEL)] = missing[s.label]
     flags[flag_name(s.label, R.NON_NUMERIC)] = non_num
-    flags[flag_name(s.label, R.OVERFLOW)] = ovf | _label_overflow(_int(raw[s.label]))
+    flags[flag_name(s.label, R.OVERFLOW)] = ovf
+    flags[flag_name(s.label, R.BAD_LABEL)] = _label_not_binary(_int(raw[s.label]))
     for c in cfg.dense:
         flags[flag_name(c, R.NON_NUMERIC)], flags[flag_name(c, R.OVERFLOW)] = \
             _int_flags(raw[c], missing[c])
@@ -154,8 +169,11 @@ def parse_frame(lf: pl.LazyFrame, cfg: PipelineConfig) -> tuple[pl.LazyFrame, li
         elif kind == "int":
             flags[flag_name(c, R.NON_NUMERIC)], flags[flag_name(c, R.OVERFLOW)] = \
                 _int_flags(raw[c], missing[c])
-    out = lf.select("pos", "file_idx", "line_no", "line",
-                    *[e.fill_null(False).alias(k) for k, e in flags.items()])
+    # A line that was not UTF-8 is named for that alone: its escaped text says nothing more.
+    utf8 = pl.col(UTF8_BAD)
+    flags = {k: e.fill_null(False) & ~utf8 for k, e in flags.items()}
+    flags = {flag_name(R.ROW_LEVEL, R.INVALID_UTF8): utf8, **flags}
+    out = lf.select("pos", "file_idx", "line_no", "line", *[e.alias(k) for k, e in flags.items()])
     return out, list(flags)
 
 
@@ -178,14 +196,40 @@ class PolarsEngine:
     name = "polars"
 
     def count_lines(self, files: list[Path], header: bool) -> list[int]:
-        counts = pl.collect_all([pl.scan_lines(str(f)).select(pl.len()) for f in files])
+        try:
+            counts = pl.collect_all([pl.scan_lines(str(f)).select(pl.len()) for f in files])
+        except OSError as e:  # Polars names no file (a truncated gzip: "unexpected end of file")
+            raise input_read_error(files, e) or e
         return [max(int(c.item()) - (1 if header else 0), 0) for c in counts]
 
     def parse(self, cfg: PipelineConfig, files: list[Path], file_rows: list[int],
               segs: list[Segment], work: Path, bad: R.BadRows, quarantine: Path | None,
               progress: Callable[[int], None]) -> tuple[list[int], int]:
         """Stage 1. Returns good rows per segment and rows dropped by ``drop_rows_if_missing``."""
-        lf = screen_frame(_lines(files, file_rows, cfg.schema.header), cfg)
+        try:
+            return self._parse(cfg, files, files, {}, file_rows, segs, work, bad, quarantine,
+                               progress)
+        except pl.exceptions.ComputeError as e:
+            if "invalid utf8" not in str(e):
+                raise
+        # Polars reads only UTF-8. Parse again from copies of the files that are not, in which
+        # each such line is escaped and marked bad (invalid_utf8), like any other bad row.
+        sources, invalid = list(files), {}
+        (work / "utf8").mkdir()
+        for i, f in enumerate(files):
+            if has_invalid_utf8(f):
+                sources[i] = work / "utf8" / f"{i}.txt"
+                invalid[i] = utf8_copy(f, sources[i])
+        shutil.rmtree(work / "parsed", ignore_errors=True)
+        bad.reset()
+        return self._parse(cfg, files, sources, invalid, file_rows, segs, work, bad, quarantine,
+                           progress)
+
+    def _parse(self, cfg: PipelineConfig, files: list[Path], sources: list[Path],
+               invalid_utf8: dict[int, list[int]], file_rows: list[int], segs: list[Segment],
+               work: Path, bad: R.BadRows, quarantine: Path | None,
+               progress: Callable[[int], None]) -> tuple[list[int], int]:
+        lf = screen_frame(_lines(sources, file_rows, cfg.schema.header, invalid_utf8), cfg)
         out_dir = work / "parsed"
         out_dir.mkdir(parents=True)
         keep = ["pos", "label", *cfg.dense, *cfg.categorical]
@@ -237,7 +281,8 @@ class PolarsEngine:
     def _bad_rows(cfg: PipelineConfig, rows: pl.DataFrame, files: list[Path], bad: R.BadRows,
                   qf) -> None:
         """Diagnose the bad rows of a batch: counts per (column, kind), examples, quarantine."""
-        lf, flag_names = parse_frame(rows.select("pos", "file_idx", "line_no", "line").lazy(), cfg)
+        lf, flag_names = parse_frame(rows.select("pos", "file_idx", "line_no", "line", UTF8_BAD)
+                                     .lazy(), cfg)
         rows = lf.collect()
         bad.rows += rows.height
         for name, total in zip(flag_names, rows.select(pl.col(flag_names).sum()).row(0)):

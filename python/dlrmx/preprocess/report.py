@@ -14,13 +14,30 @@ from typing import Any, Iterator
 TOO_MANY_FIELDS = "too_many_fields"
 NON_NUMERIC = "non_numeric"  # an integer field (label, dense, int categorical) that is not one
 NON_HEX = "non_hex"  # a hex categorical that is not hex
-OVERFLOW = "overflow"  # an integer or hex value outside int64 (label: outside int8)
+OVERFLOW = "overflow"  # an integer or hex value outside int64
 MISSING_LABEL = "missing_label"
+BAD_LABEL = "bad_label"  # a label that parses but is not 0 or 1 (the format's labels are 0/1)
+INVALID_UTF8 = "invalid_utf8"  # a line that is not UTF-8 text (row-level; no other kind is named)
 ROW_LEVEL = "*"  # the "column" of row-level kinds
 
 
-class BadInputError(RuntimeError):
+class PreprocessError(Exception):
+    """A problem the user can fix; the message names the file, line or path and what to do.
+
+    `run()` raises these (never SystemExit); the CLI prints them as one ``error:`` line."""
+
+
+class BadInputError(PreprocessError, RuntimeError):
     """Raised with ``--on-bad-row fail``; the message names file, line, column and kind."""
+
+
+class InputError(PreprocessError):
+    """An input file cannot be used: empty, truncated or corrupt gzip, unreadable."""
+
+
+class OutputError(PreprocessError):
+    """The output cannot be written there: an existing file, a directory that is not an earlier
+    output, an input inside it, no permission, no space left."""
 
 
 @dataclass
@@ -46,6 +63,11 @@ class BadRows:
         room = self.max_examples - len(self.examples)
         if room > 0:
             self.examples += examples[:room]
+
+    def reset(self) -> None:
+        self.counts.clear()
+        self.rows = 0
+        self.examples.clear()
 
     def to_dict(self) -> dict[str, Any]:
         by_column: dict[str, dict[str, int]] = {}
@@ -81,6 +103,8 @@ class Report:
     stages: dict[str, float]
     output: str
     quarantine: str | None = None
+    removed_stale: list[str] = field(default_factory=list)  # temporaries of dead earlier runs
+    unknown_stale: list[str] = field(default_factory=list)  # temporaries whose owner is unknown
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -108,5 +132,11 @@ class Report:
             lines += [f"    {e.describe()}" for e in self.bad.examples]
         else:
             lines.append("bad rows: 0")
+        if self.removed_stale:
+            lines.append("removed temporaries of earlier runs that were killed: "
+                         + ", ".join(self.removed_stale))
+        if self.unknown_stale:
+            lines.append("left temporaries of an unknown run (remove them once no run writes to "
+                         f"{self.output}): " + ", ".join(self.unknown_stale))
         lines.append("time per stage: " + ", ".join(f"{k} {v:.2f} s" for k, v in self.stages.items()))
         return "\n".join(lines)

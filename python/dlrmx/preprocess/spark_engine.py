@@ -18,7 +18,7 @@ import polars as pl
 
 from dlrmx.preprocess import report as R
 from dlrmx.preprocess.config import PipelineConfig
-from dlrmx.preprocess.inputs import Segment
+from dlrmx.preprocess.inputs import Segment, input_read_error
 from dlrmx.preprocess.polars_engine import HEX_RE, INT_RE, key_dtype
 
 
@@ -71,8 +71,14 @@ class SparkEngine:
     def count_lines(self, files: list[Path], header: bool) -> list[int]:
         from pyspark.sql import functions as F
 
-        rows = (self._raw_lines(files).groupBy("_pid", "file_idx").agg(F.count("*").alias("n"))
-                .collect())
+        try:
+            rows = (self._raw_lines(files).groupBy("_pid", "file_idx")
+                    .agg(F.count("*").alias("n")).collect())
+        except Exception as e:  # a Java exception that names no input (e.g. a truncated gzip)
+            err = input_read_error(files, e)
+            if err is None:
+                raise
+            raise err from e
         per_file = [0] * len(files)
         starts = []  # (pid, file_idx, first line index of the partition within its file)
         for r in sorted(rows, key=lambda r: r["_pid"]):
@@ -110,6 +116,7 @@ class SparkEngine:
         raw = {c: F.get(F.col("_a"), i) for i, c in enumerate(s.columns)}
         missing = {c: raw[c].isNull() | (raw[c] == "") for c in s.columns}
         flags: list[tuple[str, object]] = [(f"{R.ROW_LEVEL}:{R.TOO_MANY_FIELDS}", F.size("_a") > n)]
+        utf8 = F.is_valid_utf8("line")
 
         def int_parse(c):
             ok = raw[c].rlike(INT_RE)
@@ -119,7 +126,8 @@ class SparkEngine:
         val, non_num, ovf = int_parse(s.label)
         flags += [(f"{s.label}:{R.MISSING_LABEL}", missing[s.label]),
                   (f"{s.label}:{R.NON_NUMERIC}", non_num),
-                  (f"{s.label}:{R.OVERFLOW}", ovf | (val.isNotNull() & ((val < -128) | (val > 127))))]
+                  (f"{s.label}:{R.OVERFLOW}", ovf),
+                  (f"{s.label}:{R.BAD_LABEL}", val.isNotNull() & ~val.isin(0, 1))]
         values = [val.alias("label")]
         for c in cfg.dense:
             val, non_num, ovf = int_parse(c)
@@ -150,7 +158,9 @@ class SparkEngine:
             values.append(key.alias(c))
         drop = reduce(lambda a, b: a | b, [missing[c] for c in cfg.drop_rows_if_missing]) \
             if cfg.drop_rows_if_missing else F.lit(False)
-        flags = [(name, F.coalesce(e, F.lit(False))) for name, e in flags]
+        # A line that is not UTF-8 is named for that alone, as in the Polars engine.
+        flags = [(f"{R.ROW_LEVEL}:{R.INVALID_UTF8}", ~utf8)] + \
+            [(name, F.coalesce(e, F.lit(False)) & utf8) for name, e in flags]
         return self._lines().withColumn("_a", arr), values, flags, F.coalesce(drop, F.lit(False))
 
     def parse(self, cfg: PipelineConfig, files: list[Path], file_rows: list[int],
@@ -204,7 +214,9 @@ class SparkEngine:
                     bad.counts[(col, kind)] += int(sums[f"s{i}"])
             problems = F.concat_ws(",", *[F.when(F.col(f"_bad{i}"), F.lit(name))
                                           for i, name in enumerate(names)])
-            ex = rows.select("pos", "file_idx", "line_no", problems.alias("p"), "line").orderBy("pos")
+            # The bytes, decoded here as the Polars engine decodes them (bad bytes -> \xNN).
+            ex = rows.select("pos", "file_idx", "line_no", problems.alias("p"),
+                             F.col("line").cast("binary").alias("raw")).orderBy("pos")
             it = ex.toLocalIterator() if quarantine is not None else ex.limit(bad.max_examples).collect()
             qf = open(quarantine, "w", encoding="utf-8") if quarantine is not None else None
             try:
@@ -212,7 +224,8 @@ class SparkEngine:
                     qf.write("file\tline\tproblems\ttext\n")
                 for r in it:
                     e = R.BadExample(str(files[r["file_idx"]]), int(r["line_no"]),
-                                     r["p"].split(","), r["line"] or "")
+                                     r["p"].split(","),
+                                     bytes(r["raw"] or b"").decode("utf-8", "backslashreplace"))
                     bad.add_examples([e])
                     if cfg.on_bad_row == "fail":
                         raise R.BadInputError("bad input row: " + e.describe())

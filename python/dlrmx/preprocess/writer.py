@@ -42,6 +42,17 @@ def train_permutation(order: RowOrder, day_rows: list[int]) -> np.ndarray | None
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
+def _open_writer(out: Path, split: str, rows: int, n_dense: int, n_sparse: int,
+                 st: np.dtype) -> SplitWriter:
+    try:
+        w = SplitWriter(out, split, rows, n_dense, n_sparse, st)
+    except OSError as e:
+        if e.filename:
+            raise
+        raise OSError(e.errno, e.strerror, str(out / f"{split}_*.npy")) from e
+    return w
+
+
 def write_splits(cfg: PipelineConfig, batches: Iterable[pl.DataFrame], segs: list[Segment],
                  good_per_segment: list[int], table_sizes: list[int], out: Path,
                  progress: Callable[[int], None]) -> dict[str, int]:
@@ -49,7 +60,7 @@ def write_splits(cfg: PipelineConfig, batches: Iterable[pl.DataFrame], segs: lis
     for sg, n in zip(segs, good_per_segment):
         rows[sg.split] += n
     st = sparse_dtype(table_sizes)
-    writers = {s: SplitWriter(out, s, rows[s], len(cfg.dense), len(cfg.categorical), st)
+    writers = {s: _open_writer(out, s, rows[s], len(cfg.dense), len(cfg.categorical), st)
                for s in SPLITS}
     perm = train_permutation(cfg.row_order, [n for sg, n in zip(segs, good_per_segment)
                                              if sg.split == "train"])
