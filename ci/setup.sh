@@ -33,3 +33,7 @@ if [ "${DLRMX_SANITIZE:-0}" = 1 ]; then
               --config-settings=cmake.define.DLRMX_SANITIZE=ON)
 fi
 "${PIP[@]}" -c "$VENV/torch-constraint.txt" --no-build-isolation "${BUILD_ARGS[@]}" -e ".[$EXTRAS]"
+# --mlperf-logging writes through mlperf-logging's mllog, which needs only the standard library;
+# --no-deps skips the pandas and scipy that its compliance checker (unused here) declares.
+"$PY" -c "import mlperf_logging.mllog" 2>/dev/null ||
+  "${PIP[@]}" --no-deps "mlperf-logging==4.1.68"

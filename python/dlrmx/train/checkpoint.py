@@ -1,11 +1,14 @@
 """Checkpoints: one torch.save file of tensors and plain values (loadable with
-`torch.load(weights_only=True)`), written atomically: a temporary file in the same directory,
-fsync, then rename over the old one. A failed write leaves the previous checkpoint intact."""
+`torch.load(weights_only=True)`), written atomically: a temporary file in the same directory
+(named with the writer's pid), fsync, then rename over the old one. A failed write leaves the
+previous checkpoint intact, and temporaries left by a killed writer are removed by the next run."""
 
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +17,15 @@ import torch
 CHECKPOINT_VERSION = 1
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: missing, empty, truncated, corrupt, refused by
+    torch's safe loader, or not one this run can continue from."""
+
+
 def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"version": CHECKPOINT_VERSION, **state}, f)
@@ -33,11 +41,66 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Delete `.NAME.<pid>.*.tmp` files beside `path` whose writing process is gone."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def load(path: str | Path) -> dict[str, Any]:
+    """Read a dlrmx checkpoint; every way a file can be unusable is a CheckpointError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path}: no such file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path}: the file is empty (an interrupted copy?)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        refused = [ln for ln in lines if "GLOBAL" in ln]
+        if not refused:  # not a pickle of allowed types at all: damaged bytes
+            raise CheckpointError(f"checkpoint {path}: truncated or corrupt (not a torch.save "
+                                  f"file: {(lines[-2] if len(lines) > 1 else str(e))[:200]})") from None
+        raise CheckpointError(f"checkpoint {path}: refused by torch's safe loader: it holds "
+                              f"objects other than tensors and plain values ({refused[0][:200]}); "
+                              "only dlrmx.train's own checkpoints can be resumed") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: truncated or corrupt "
+                              f"({type(e).__name__}: {str(e).strip()[:200]})") from None
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint {path}: not a dlrmx v{CHECKPOINT_VERSION} checkpoint")
+        raise CheckpointError(f"checkpoint {path}: not a dlrmx v{CHECKPOINT_VERSION} checkpoint")
     return state
+
+
+def load_state(module: torch.nn.Module | torch.optim.Optimizer, state: Any, path: str | Path,
+               what: str) -> None:
+    """load_state_dict with the mismatch (wrong shapes, missing or extra keys) named."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        msg = " ".join(str(e).split())[:400]
+        raise CheckpointError(f"checkpoint {path}: its {what} does not fit this model ({msg}); "
+                              "was it written with other --arch-* flags or data?") from None

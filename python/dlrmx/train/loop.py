@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,15 +17,17 @@ import torch
 import torch.nn.functional as F
 
 import dlrmx.nn as dnn
-from dlrmx.data.loader import BatchSource, FileSource, Prefetcher, RandomSource, SyntheticSource
-from dlrmx.data.synthetic import SyntheticCriteo, table_sizes
+from dlrmx.data.loader import BatchSource, Prefetcher
 from dlrmx.models import DLRM
 from dlrmx.optim import Lamb, SplitSGD, WarmupPolyDecay
 from dlrmx.train import checkpoint as ckpt
-from dlrmx.train.config import TrainConfig, _sizes
+from dlrmx.train.config import TrainConfig
+from dlrmx.train.memory import check_fits
 from dlrmx.train.metrics import evaluate, roc_auc
+from dlrmx.train.mlperf import MLPerfLog
+from dlrmx.train.progress import Progress
+from dlrmx.train.sources import make_source
 
-SYNTHETIC_DEFAULT_BATCHES = 2000
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
@@ -39,27 +43,14 @@ class TrainResult:
     samples_per_s: float = 0.0
     best_auc: float = float("nan")
     best_step: int = -1
-    final: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> metrics
+    final: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> end-of-run metrics
     oracle_auc: float | None = None
+    last_eval: dict[str, dict[str, float]] = field(default_factory=dict)  # the last periodic one
     stopped: str = "completed"  # completed | auc_threshold | interrupted | inference_only
     run_dir: str = ""
 
 
 # ------------------------------------------------------------------------------------ build
-def make_source(cfg: TrainConfig) -> BatchSource:
-    if cfg.data_generation == "dataset":
-        return FileSource(cfg.processed_data_file, seed=cfg.numpy_rand_seed)
-    if cfg.data_generation == "random":
-        return RandomSource(_sizes(cfg.arch_embedding_size, "--arch-embedding-size"),
-                            cfg.num_batches or 1000, cfg.numpy_rand_seed)
-    sizes = (_sizes(cfg.arch_embedding_size, "--arch-embedding-size") if cfg.arch_embedding_size
-             else table_sizes(cfg.synthetic_preset, cfg.synthetic_scale))
-    if len(sizes) != 26:
-        raise ValueError(f"--arch-embedding-size: synthetic data has 26 tables, got {len(sizes)}")
-    gen = SyntheticCriteo(sizes, seed=cfg.numpy_rand_seed, zipf=cfg.synthetic_zipf)
-    return SyntheticSource(gen, cfg.num_batches or SYNTHETIC_DEFAULT_BATCHES, cfg.eval_samples)
-
-
 def make_model(cfg: TrainConfig, sizes: list[int]) -> tuple[DLRM, torch.optim.Optimizer]:
     """The model and its dense (MLP) optimizer; the tables train themselves in the backward.
 
@@ -69,11 +60,7 @@ def make_model(cfg: TrainConfig, sizes: list[int]) -> tuple[DLRM, torch.optim.Op
     fp32 MLP weights (their kernels are fp32), so with bf16 those run the MLPs under autocast.
     """
     opt = cfg.optimizer
-    sparse_name = {"sgd": "sgd", "split_sgd": "split_sgd", "rowwise_adagrad": "rowwise_adagrad",
-                   "adagrad": "adagrad", "lamb": "sgd", "hybrid": "split_sgd"}[opt]
-    if cfg.precision == "bf16" and sparse_name == "sgd":
-        sparse_name = "split_sgd"  # bf16 tables with exact fp32 master weights
-    sparse = dnn.make_sparse_optimizer(sparse_name, lr=cfg.learning_rate)
+    sparse = dnn.make_sparse_optimizer(sparse_optimizer_name(cfg), lr=cfg.learning_rate)
     model = DLRM(sizes, cfg.arch_sparse_feature_size, cfg.bottom_sizes, cfg.top_sizes,
                  interaction=cfg.arch_interaction_op, sparse_optimizer=sparse,
                  seed=cfg.numpy_rand_seed)
@@ -87,6 +74,14 @@ def make_model(cfg: TrainConfig, sizes: list[int]) -> tuple[DLRM, torch.optim.Op
     else:
         dense = torch.optim.SGD(params, lr=cfg.learning_rate)
     return model, dense
+
+
+def sparse_optimizer_name(cfg: TrainConfig) -> str:
+    name = {"sgd": "sgd", "split_sgd": "split_sgd", "rowwise_adagrad": "rowwise_adagrad",
+            "adagrad": "adagrad", "lamb": "sgd", "hybrid": "split_sgd"}[cfg.optimizer]
+    if cfg.precision == "bf16" and name == "sgd":
+        name = "split_sgd"  # bf16 tables with exact fp32 master weights
+    return name
 
 
 def needs_autocast(cfg: TrainConfig, model: DLRM) -> bool:
@@ -104,9 +99,18 @@ def make_schedule(cfg: TrainConfig, model: DLRM, dense: torch.optim.Optimizer) -
 
 def compute_loss(cfg: TrainConfig, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     z = logits.float()
+    weight = None
+    if cfg.loss_function == "wbce":
+        w_neg, w_pos = cfg.class_weights
+        weight = w_neg + (w_pos - w_neg) * label
+    if cfg.loss_threshold > 0:  # the reference's --loss-threshold clamps the probability
+        p = torch.sigmoid(z).clamp(cfg.loss_threshold, 1 - cfg.loss_threshold)
+        if cfg.loss_function == "mse":
+            return F.mse_loss(p, label)
+        return F.binary_cross_entropy(p, label, weight=weight)
     if cfg.loss_function == "mse":
         return F.mse_loss(torch.sigmoid(z), label)
-    return F.binary_cross_entropy_with_logits(z, label)  # stable for any logit
+    return F.binary_cross_entropy_with_logits(z, label, weight=weight)  # stable for any logit
 
 
 @torch.no_grad()
@@ -137,63 +141,72 @@ def run(config: TrainConfig | dict[str, Any],
     step (tests use it to interrupt a run). Ctrl-C writes a checkpoint and returns with
     stopped='interrupted'; `resume=True` continues from it with the same result as an
     uninterrupted run."""
-    cfg = (TrainConfig(**config) if isinstance(config, dict) else config).validate()
+    cfg = (TrainConfig.from_dict(config) if isinstance(config, dict) else config).validate()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_NAME
-
+    ckpt.remove_stale_temporaries(ckpt_path)
     state = None
     if cfg.resume:
         state = ckpt.load(ckpt_path)
-        saved = TrainConfig(**state["config"])
-        # the run continues as it was configured; only where and how to report may change
-        for keep in ("run_dir", "resume", "progress", "plots", "tensorboard", "data_workers",
-                     "inference_only"):
-            setattr(saved, keep, getattr(cfg, keep))
-        cfg = saved.validate()
+        cfg = _resumed_config(cfg, state, ckpt_path)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    mlperf = MLPerfLog(cfg.mlperf_logging, run_dir / "mlperf_log.txt")
+    mlperf.start("init_start")
 
     torch.manual_seed(cfg.numpy_rand_seed)
-    source = make_source(cfg)
+    source = make_source(cfg, progress=cfg.progress and sys.stderr.isatty())
+    check_fits(cfg, source.table_sizes, sparse_optimizer_name(cfg))
     model, dense_opt = make_model(cfg, source.table_sizes)
     schedule = make_schedule(cfg, model, dense_opt)  # reads the base rates: before any state loads
-    start_step, best_auc, best_step = 0, float("nan"), -1
-    if state is not None:
-        model.load_state_dict(state["model"])
-        dense_opt.load_state_dict(state["dense_optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        start_step, best_auc, best_step = state["step"], state["best_auc"], state["best_step"]
-    elif cfg.load_model:
-        model.load_state_dict(ckpt.load(cfg.load_model)["model"])
-
-    log = _Log(run_dir, cfg.tensorboard, append=state is not None)
-    result = TrainResult(run_dir=str(run_dir))
     per_epoch = source.num_batches("train", cfg.mini_batch_size)
     if per_epoch <= 0:
         raise ValueError(f"the training split has fewer than --mini-batch-size "
                          f"({cfg.mini_batch_size}) rows")
     total = per_epoch * cfg.nepochs
+    result = TrainResult(run_dir=str(run_dir))
+    start_step, best_auc, best_step, prior_seconds = 0, float("nan"), -1, 0.0
+    if state is not None:
+        start_step = _checked_step(state, total, ckpt_path)
+        ckpt.load_state(model, state["model"], ckpt_path, "model")
+        ckpt.load_state(dense_opt, state["dense_optimizer"], ckpt_path, "dense optimizer state")
+        torch.set_rng_state(state["torch_rng"])
+        best_auc, best_step = float(state["best_auc"]), int(state["best_step"])
+        result.samples = int(state.get("samples", start_step * cfg.mini_batch_size))
+        prior_seconds = float(state.get("train_seconds", 0.0))
+    elif cfg.load_model:
+        ckpt.load_state(model, ckpt.load(cfg.load_model)["model"], cfg.load_model, "model")
 
-    def save(step: int) -> None:
+    log = _Log(run_dir, cfg.tensorboard, resume_step=start_step if state is not None else None)
+    progress = Progress(total, start_step, cfg.progress and not cfg.inference_only,
+                        cfg.print_time, cfg.print_wall_time)
+    val_rows = source.rows("val") if hasattr(source, "rows") else cfg.eval_samples
+    mlperf.run_header(cfg, per_epoch * cfg.mini_batch_size, val_rows)
+
+    def save(step: int, seconds: float) -> None:
         ck = {"step": step, "model": model.state_dict(), "dense_optimizer": dense_opt.state_dict(),
               "torch_rng": torch.get_rng_state(), "best_auc": best_auc, "best_step": best_step,
-              "config": cfg.to_dict()}
+              "samples": result.samples, "train_seconds": seconds, "config": cfg.to_dict()}
         ckpt.save_atomic(ck, ckpt_path)
         if cfg.save_model:
             ckpt.save_atomic(ck, cfg.save_model)
 
-    def do_eval(step: int, splits: tuple[str, ...] = ("val",)) -> dict[str, Any] | None:
+    def do_eval(step: int, splits: tuple[str, ...] = ("val",), final: bool = False):
         nonlocal best_auc, best_step
         model.eval()
         first = None
         for split in splits:
+            mlperf.start("eval_start", epoch_num=step / per_epoch)
             m = run_eval(cfg, model, source, split)
             if m is None:
                 continue
-            log.write({"kind": "eval", "step": step, "split": split, **m})
-            result.final[split] = m
+            mlperf.event("eval_accuracy", m["auc"], epoch_num=step / per_epoch)
+            mlperf.end("eval_stop", epoch_num=step / per_epoch)
+            log.write({"kind": "eval", "step": step, "split": split, "final": final, **m})
+            progress.eval(split, step, m)
+            (result.final if final else result.last_eval)[split] = m
             if m.get("oracle_auc") is not None:
                 result.oracle_auc = m["oracle_auc"]
             if first is None:
@@ -203,76 +216,155 @@ def run(config: TrainConfig | dict[str, Any],
         model.train()
         return first
 
+    mlperf.end("init_stop")
     if cfg.inference_only:
-        do_eval(start_step, ("val", "test"))
+        do_eval(start_step, ("val", "test"), final=True)
         result.stopped, result.steps = "inference_only", start_step
+        progress.close()
+        mlperf.close()
         return _finish(cfg, result, best_auc, best_step, log)
 
+    mlperf.start("run_start")
     autocast = needs_autocast(cfg, model)
     schedule.set_step(start_step)
     test_freq = {-1: per_epoch, 0: max(1, per_epoch // 5)}.get(cfg.test_freq, cfg.test_freq)
-    bar = None
-    if cfg.progress:
-        from tqdm import tqdm
-        bar = tqdm(total=total, initial=start_step, unit="step", dynamic_ncols=True)
 
     def fetch(step: int):
         epoch, index = divmod(step, per_epoch)
         return source.get("train", index, cfg.mini_batch_size, epoch)
 
     step = start_step
-    t0, window_t, window_samples, loss_sum, loss_n = time.perf_counter(), time.perf_counter(), 0, 0.0, 0
+    t0 = time.perf_counter()
+    window_t, window_samples, loss_sum, correct, loss_n = t0, 0, 0.0, 0, 0
     prefetch = Prefetcher(fetch, range(start_step, total), cfg.data_workers)
+    profiler = _profiler(cfg.enable_profiling)
     try:
-        for batch in prefetch:
-            lr = schedule.get_last_lr()[0]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                logits = model(batch.dense, batch.values, batch.offsets)
-            loss = compute_loss(cfg, logits, batch.label)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):  # checked before backward: no weight touched yet
-                raise NonFiniteLossError(
-                    f"loss is {loss_value} at step {step} (lr {lr:g}); stopping. The last good "
-                    f"checkpoint is kept in {ckpt_path}. Try a lower --learning-rate or warm-up.")
-            dense_opt.zero_grad(set_to_none=True)
-            loss.backward()  # also updates the embedding rows in place
-            dense_opt.step()
-            schedule.step()
-            step += 1
-            result.samples += batch.size
-            window_samples += batch.size
-            loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
-            if bar is not None:
-                bar.update(1)
-            if step % cfg.print_freq == 0 or step == total:
-                now = time.perf_counter()
-                sps = window_samples / max(now - window_t, 1e-9)
-                log.write({"kind": "train", "step": step, "loss": loss_sum / loss_n, "lr": lr,
-                           "samples_per_s": sps})
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss_sum / loss_n:.4f}", samples_s=f"{sps:,.0f}")
-                window_t, window_samples, loss_sum, loss_n = now, 0, 0.0, 0
-            if step % test_freq == 0 and step < total:
-                m = do_eval(step)
-                if m and cfg.mlperf_auc_threshold > 0 and m["auc"] >= cfg.mlperf_auc_threshold:
-                    result.stopped = "auc_threshold"
-                    break
-            if cfg.checkpoint_freq > 0 and step % cfg.checkpoint_freq == 0:
-                save(step)
-            if on_step is not None:
-                on_step(step)
+        with profiler:
+            for batch in prefetch:
+                if step % per_epoch == 0:
+                    mlperf.start("epoch_start", epoch_num=step // per_epoch + 1)
+                lr = schedule.get_last_lr()[0]
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                    logits = model(batch.dense, batch.values, batch.offsets)
+                loss = compute_loss(cfg, logits, batch.label)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # checked before backward: no weight touched yet
+                    raise NonFiniteLossError(
+                        f"loss is {loss_value} at step {step} (lr {lr:g}); stopping. The last good "
+                        f"checkpoint is kept in {ckpt_path}. Try a lower --learning-rate or warm-up.")
+                dense_opt.zero_grad(set_to_none=True)
+                loss.backward()  # also updates the embedding rows in place
+                dense_opt.step()
+                schedule.step()
+                step += 1
+                result.samples += batch.size
+                window_samples += batch.size
+                loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
+                correct += int(((logits.detach().reshape(-1) > 0) == (batch.label > 0.5)).sum())
+                progress.step()
+                if step % cfg.print_freq == 0 or step == total:
+                    now = time.perf_counter()
+                    sps = window_samples / max(now - window_t, 1e-9)
+                    log.write({"kind": "train", "step": step, "loss": loss_sum / loss_n, "lr": lr,
+                               "accuracy": correct / window_samples, "samples_per_s": sps})
+                    progress.train(step, (step - 1) // per_epoch, loss_sum / loss_n,
+                                   correct / window_samples, sps, lr,
+                                   1000 * (now - window_t) / loss_n)
+                    window_t, window_samples, loss_sum, correct, loss_n = now, 0, 0.0, 0, 0
+                if step % per_epoch == 0:
+                    mlperf.end("epoch_stop", epoch_num=step // per_epoch)
+                if step % test_freq == 0 and step < total:
+                    t_eval = time.perf_counter()
+                    m = do_eval(step)
+                    window_t += time.perf_counter() - t_eval  # ms/it and samples/s: training only
+                    if m and _target_reached(cfg, m):
+                        result.stopped = "auc_threshold"
+                        break
+                if cfg.checkpoint_freq > 0 and step % cfg.checkpoint_freq == 0:
+                    save(step, prior_seconds + time.perf_counter() - t0)
+                if on_step is not None:
+                    on_step(step)
+                profiler.step()
     except KeyboardInterrupt:
         result.stopped = "interrupted"
     finally:
         prefetch.close()
-        if bar is not None:
-            bar.close()
-    result.train_seconds = time.perf_counter() - t0
+        progress.close()
+    result.train_seconds = prior_seconds + time.perf_counter() - t0
     result.steps = step
-    save(step)
+    save(step, result.train_seconds)
     if result.stopped != "interrupted":
-        do_eval(step, ("val", "test"))
+        m = do_eval(step, ("val", "test"), final=True)
+        if m and result.stopped == "completed" and _target_reached(cfg, m):
+            result.stopped = "auc_threshold"
+    reached = result.stopped == "auc_threshold" or (
+        result.stopped == "completed" and not cfg.mlperf_auc_threshold and not cfg.mlperf_acc_threshold)
+    mlperf.end("run_stop", status="success" if reached else "aborted")
+    mlperf.close()
+    _profile_report(profiler, run_dir)
     return _finish(cfg, result, best_auc, best_step, log)
+
+
+def _target_reached(cfg: TrainConfig, m: dict[str, Any]) -> bool:
+    return ((cfg.mlperf_auc_threshold > 0 and m["auc"] >= cfg.mlperf_auc_threshold) or
+            (cfg.mlperf_acc_threshold > 0 and m["accuracy"] >= cfg.mlperf_acc_threshold))
+
+
+def _resumed_config(cfg: TrainConfig, state: dict[str, Any], path: Path) -> TrainConfig:
+    """The run continues as it was configured; only where and how to report may change."""
+    missing = [k for k in ("step", "model", "dense_optimizer", "torch_rng", "best_auc",
+                           "best_step", "config") if k not in state]
+    if missing:
+        raise ckpt.CheckpointError(f"checkpoint {path}: missing {missing}: not written by "
+                                   "dlrmx.train, so it cannot be resumed")
+    saved = TrainConfig.from_dict(state["config"], where=f"checkpoint {path}")
+    for keep in ("run_dir", "resume", "progress", "plots", "tensorboard", "data_workers",
+                 "inference_only", "print_time", "print_wall_time", "memory_check"):
+        setattr(saved, keep, getattr(cfg, keep))
+    return saved.validate()
+
+
+def _checked_step(state: dict[str, Any], total: int, path: Path) -> int:
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= total:
+        raise ckpt.CheckpointError(f"checkpoint {path}: step {step!r} is not within this run's "
+                                   f"0..{total} steps (another run's checkpoint, or edited?)")
+    if not isinstance(state["torch_rng"], torch.Tensor) or state["torch_rng"].dtype != torch.uint8:
+        raise ckpt.CheckpointError(f"checkpoint {path}: torch_rng is not a random-number "
+                                   "generator state")
+    return step
+
+
+def _profiler(enabled: bool):
+    """--enable-profiling: torch.profiler over steps 5-25 (a short, steady window)."""
+    if not enabled:
+        return _NoProfiler()
+    from torch.profiler import ProfilerActivity, profile, schedule
+    return profile(activities=[ProfilerActivity.CPU],
+                   schedule=schedule(wait=2, warmup=3, active=20, repeat=1))
+
+
+class _NoProfiler:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def step(self) -> None:
+        pass
+
+
+def _profile_report(profiler, run_dir: Path) -> None:
+    if isinstance(profiler, _NoProfiler):
+        return
+    try:
+        table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+    except (AssertionError, RuntimeError):  # the run ended before the profiled window
+        print("profiling: the run ended before the profiled steps (5-25)")
+        return
+    print(table)
+    profiler.export_chrome_trace(str(run_dir / "profile.json"))
 
 
 def _finish(cfg: TrainConfig, result: TrainResult, best_auc: float, best_step: int,
@@ -290,10 +382,19 @@ def _finish(cfg: TrainConfig, result: TrainResult, best_auc: float, best_step: i
 
 
 class _Log:
-    """metrics.jsonl (one JSON object per line) and, optionally, TensorBoard."""
+    """metrics.jsonl (one JSON object per line) and, optionally, TensorBoard. A resumed run
+    first drops what was logged after its checkpoint (it is about to be logged again) and the
+    earlier run's final evaluation."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool, append: bool) -> None:
-        self.f = open(run_dir / "metrics.jsonl", "a" if append else "w")
+    def __init__(self, run_dir: Path, tensorboard: bool, resume_step: int | None) -> None:
+        path = run_dir / "metrics.jsonl"
+        if resume_step is not None and path.is_file():
+            kept = [line for line in path.read_text().splitlines()
+                    if _keep_record(line, resume_step)]
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, path)
+        self.f = open(path, "a" if resume_step is not None else "w")
         self.tb = None
         if tensorboard:
             try:
@@ -315,3 +416,11 @@ class _Log:
         self.f.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def _keep_record(line: str, resume_step: int) -> bool:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError:  # a line cut by a kill
+        return False
+    return isinstance(rec, dict) and rec.get("step", 0) <= resume_step and not rec.get("final")

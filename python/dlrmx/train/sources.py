@@ -1,0 +1,87 @@
+"""Where a run's batches come from: the config -> a BatchSource. For --data-generation dataset
+this also accepts what the reference DLRM's users have: its processed .npz, its MLPerf .bin
+files, or a raw Criteo log to preprocess first (--data-set, --raw-data-file)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from dlrmx.data.loader import BatchSource, FileSource, RandomSource, SyntheticSource
+from dlrmx.data.synthetic import SyntheticCriteo, table_sizes
+from dlrmx.train.config import TrainConfig, _sizes
+
+SYNTHETIC_DEFAULT_BATCHES = 2000
+RANDOM_DEFAULT_BATCHES = 1000
+
+
+def make_source(cfg: TrainConfig, progress: bool = False) -> BatchSource:
+    if cfg.data_generation == "dataset":
+        return FileSource(training_directory(cfg, progress), seed=cfg.numpy_rand_seed,
+                          shuffle=cfg.data_randomize != "none",
+                          sub_sample_rate=cfg.data_sub_sample_rate)
+    if cfg.data_generation == "random":
+        n = (math.ceil(cfg.data_size / cfg.mini_batch_size) if cfg.data_size
+             else cfg.num_batches or RANDOM_DEFAULT_BATCHES)
+        return RandomSource(_sizes(cfg.arch_embedding_size, "--arch-embedding-size"), n,
+                            cfg.numpy_rand_seed, num_indices_per_lookup=cfg.num_indices_per_lookup,
+                            fixed=cfg.num_indices_per_lookup_fixed)
+    sizes = (_sizes(cfg.arch_embedding_size, "--arch-embedding-size") if cfg.arch_embedding_size
+             else table_sizes(cfg.synthetic_preset, cfg.synthetic_scale))
+    if len(sizes) != 26:
+        raise ValueError(f"--arch-embedding-size: synthetic data has 26 tables, got {len(sizes)}")
+    gen = SyntheticCriteo(sizes, seed=cfg.numpy_rand_seed, zipf=cfg.synthetic_zipf)
+    return SyntheticSource(gen, cfg.num_batches or SYNTHETIC_DEFAULT_BATCHES, cfg.eval_samples)
+
+
+def training_directory(cfg: TrainConfig, progress: bool = False) -> Path:
+    """--processed-data-file as a training-format directory, converting or preprocessing once.
+
+    The reference's `NAME.npz` (or, with --mlperf-bin-loader or alone, its MLPerf
+    `NAME_train.bin`/`NAME_test.bin`) is converted into a directory beside it (reused while the
+    source is unchanged; dlrmx.data.reference). Otherwise a raw log given by --raw-data-file is
+    preprocessed, as the reference preprocesses on first use, into `NAME.dlrmx` (or into
+    --processed-data-file itself when it names a directory)."""
+    from dlrmx.data import reference
+
+    p = Path(cfg.processed_data_file)
+    if (p / "spec.json").is_file():
+        return p
+    prefix = p.with_suffix("") if p.suffix == ".npz" else p
+    bins = Path(f"{prefix}_train.bin").is_file() or (p.is_dir() and any(p.glob("*_train.bin")))
+    if (p.suffix == ".npz" and p.is_file()) or bins:
+        counts = Path(f"{cfg.raw_data_file}_fea_count.npz") if cfg.raw_data_file else None
+        return reference.prepare_dataset(p, bin_loader=cfg.mlperf_bin_loader and bins,
+                                         max_ind_range=cfg.max_ind_range,
+                                         counts_file=str(counts) if counts and counts.is_file() else None)
+    if cfg.raw_data_file:
+        return _preprocess_raw(cfg, p.with_suffix(".dlrmx") if p.suffix == ".npz" else p, progress)
+    if p.is_dir():
+        return p  # opening it names what is missing
+    raise ValueError(f"--processed-data-file {p}: no such file or directory (nor the reference's "
+                     f"{prefix}_train.bin); run `python -m dlrmx.preprocess` first, or give "
+                     "--raw-data-file to preprocess a raw Criteo log into it")
+
+
+def _preprocess_raw(cfg: TrainConfig, out: Path, progress: bool) -> Path:
+    from dlrmx.preprocess.pipeline import preprocess_reference
+
+    if _preprocessed_as_asked(out, cfg):
+        return out
+    print(f"preprocessing {cfg.raw_data_file} (--data-set {cfg.data_set}) into {out}")
+    return preprocess_reference(cfg.data_set, cfg.raw_data_file, str(out),
+                                max_ind_range=cfg.max_ind_range, progress=progress)
+
+
+def _preprocessed_as_asked(out: Path, cfg: TrainConfig) -> bool:
+    """An earlier run's preprocessing of the same raw log with the same --max-ind-range."""
+    from dlrmx.data.format import DataFormatError, read_spec
+
+    try:
+        made = read_spec(out)["produced_by"]
+        ops = made["pipeline"]["categorical_ops"]
+        inputs = [Path(i["path"]).name for i in made["inputs"]]
+    except (DataFormatError, KeyError, TypeError):
+        return False
+    return (made.get("tool") == "dlrmx.preprocess" and ops.get("max_ind_range") == max(cfg.max_ind_range, 0)
+            and bool(inputs) and inputs[0].startswith(Path(cfg.raw_data_file).name))
