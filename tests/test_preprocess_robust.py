@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from dlrmx import atomic
 from dlrmx.data import SPLITS, open_split, read_spec
 from dlrmx.preprocess import (InputError, OutputError, PreprocessError, preprocess_reference,
                               preset, run)
@@ -318,7 +319,7 @@ def test_temporaries_of_killed_runs_are_removed_live_ones_kept(tmp_path, data, c
             child.kill()
             child.wait()
     assert live[0].is_dir() and (live[0] / "_work" / "parsed").is_dir()  # SIGKILL left it
-    stale_old = tmp_path / f".o.old-{P._host()}-{dead_pid()}-0123abcd"  # killed mid-replace
+    stale_old = tmp_path / f".o.old-{atomic._host()}-{dead_pid()}-0123abcd"  # killed mid-replace
     (stale_old / "x").mkdir(parents=True)
     legacy = tmp_path / ".o.tmp-89abcdef"  # an older version's name: no owner to check
     foreign = tmp_path / ".o.tmp-otherhost-1-89abcdef"

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dlrmx import atomic
 from dlrmx.data import open_split, read_spec
 from dlrmx.data.loader import FileSource
 from dlrmx.data.reference import (convert_bin, convert_npz, find_reference_data, main,
@@ -280,3 +281,16 @@ def test_cli_as_a_module_prints_only_the_error(tmp_path):
                         "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.splitlines() == [f"error: {tmp_path / 'no.npz'}: no such file or directory"]
+
+
+def test_a_killed_conversion_leaves_nothing_behind_the_next_one(tmp_path):
+    npz = tmp_path / "kaggle_processed.npz"
+    _save_npz(npz, _synthetic())
+    out = tmp_path / "out"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".out.tmp-{atomic._host()}-{dead}-0123abcd"
+    (stale / "x").mkdir(parents=True)
+    convert_npz(npz, out)
+    assert not stale.exists() and (out / "spec.json").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

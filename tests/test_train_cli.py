@@ -11,6 +11,7 @@ import sys
 import pytest
 import torch
 
+from dlrmx import atomic
 from dlrmx.train import TrainConfig, run
 from dlrmx.train import checkpoint as ckpt
 from dlrmx.train.__main__ import main
@@ -216,8 +217,9 @@ def test_stale_checkpoint_temporaries_are_removed(tmp_path):
     run_dir.mkdir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
-    stale = run_dir / f".checkpoint.pt.{dead}.abc123.tmp"
-    live = run_dir / f".checkpoint.pt.{os.getppid()}.def456.tmp"  # a process that is alive
+    host = atomic._host()
+    stale = run_dir / f".checkpoint.pt.tmp-{host}-{dead}-abc123"
+    live = run_dir / f".checkpoint.pt.tmp-{host}-{os.getppid()}-def456"  # a live process
     stale.write_bytes(b"x" * 1000)
     live.write_bytes(b"y")
     _trained(tmp_path)
@@ -325,3 +327,22 @@ def test_random_data_honours_indices_per_lookup(tmp_path):
     assert src.num_batches("train", 16) == 3  # ceil(40 / 16), as the reference
     b = src.get("train", 0, 16)
     assert torch.equal(b.offsets.diff(), torch.full((3 * 16,), 4))
+
+
+def test_a_dataset_whose_spec_lies_is_one_error_line(tmp_path, capsys):
+    import numpy as np
+
+    from dlrmx.data.format import write_dataset
+
+    rng = np.random.default_rng(0)
+    n = 300
+    splits = {"train": (rng.integers(0, 2, n), rng.random((n, 13)), rng.integers(0, 50, (n, 26))),
+              "val": (rng.integers(0, 2, 40), rng.random((40, 13)), rng.integers(0, 50, (40, 26)))}
+    data = write_dataset(tmp_path / "d", splits, [50] * 26)
+    spec = json.loads((data / "spec.json").read_text())
+    spec["table_sizes"][4] = 10  # smaller than the ids present
+    (data / "spec.json").write_text(json.dumps(spec))
+    rc, out = _cli(SMALL + ["--data-generation=dataset", f"--processed-data-file={data}",
+                            f"--run-dir={tmp_path / 'r'}"], capsys)
+    assert rc == 2 and len(out.err.strip().splitlines()) == 1
+    assert "train_sparse.npy" in out.err and "C5" in out.err and "table_sizes[4] = 10" in out.err

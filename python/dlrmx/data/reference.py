@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import shutil
 import sys
 import zipfile
@@ -39,6 +38,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from dlrmx import atomic
 from dlrmx.data.format import (DataFormatError, SplitWriter, check_ids, check_labels,
                                read_spec, sparse_dtype, write_spec)
 from dlrmx.data.validate import validate_dataset
@@ -309,8 +309,8 @@ def _write(out: Path, chunks: Iterator[Chunk], bounds: dict[str, tuple[int, int]
     out = out.resolve()
     _check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    atomic.remove_stale(out)  # what a killed conversion left
+    tmp = atomic.temp_name(out)
     tmp.mkdir()
     try:
         rows = {s: hi - lo for s, (lo, hi) in bounds.items()}
@@ -336,21 +336,11 @@ def _write(out: Path, chunks: Iterator[Chunk], bounds: dict[str, tuple[int, int]
                    sparse_columns=[f"C{i}" for i in range(1, N_SPARSE + 1)], label_column="label",
                    table_sizes=sizes, rows=rows, produced_by=produced)
         validate_dataset(tmp)  # also leaves the stats cache (mtimes survive the rename)
-        _replace_dir(tmp, out)
+        atomic.replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------- finding the data

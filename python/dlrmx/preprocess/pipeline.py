@@ -16,14 +16,13 @@ import errno
 import os
 import re
 import shutil
-import socket
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import polars as pl
 
+from dlrmx import atomic
 from dlrmx.data.format import write_spec
 from dlrmx.preprocess import report as R
 from dlrmx.preprocess.config import PipelineConfig, preset, use_reference_semantics
@@ -84,49 +83,6 @@ class _Progress:
 
 
 # ------------------------------------------------------------------ the output directory
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "host"
-
-
-def _temp_name(out: Path, kind: str) -> Path:
-    """``.NAME.tmp-HOST-PID-XXXXXXXX`` (or ``.old-``) beside ``out``: whose run it is."""
-    return out.with_name(f".{out.name}.{kind}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    try:  # a zombie has exited: it only waits for its parent to reap it
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def remove_stale_temporaries(out: Path) -> tuple[list[Path], list[Path]]:
-    """Remove the temporaries beside ``out`` of runs on this host whose process is gone.
-
-    Returns (removed, left): ``left`` are temporaries whose owner cannot be checked (another
-    host, or the names of older versions, which carry no pid); they stay."""
-    pat = re.compile(rf"\.{re.escape(out.name)}\.(?:tmp|old)-(?:(.+)-(\d+)-)?[0-9a-f]{{8}}")
-    removed, left = [], []
-    if not out.parent.is_dir():
-        return removed, left
-    for q in sorted(out.parent.iterdir()):
-        m = pat.fullmatch(q.name)
-        if not m or not q.is_dir() or q.is_symlink():
-            continue
-        if m[1] == _host() and not _pid_alive(int(m[2])):
-            shutil.rmtree(q, ignore_errors=True)
-            removed.append(q)
-        elif m[1] is None or m[1] != _host():
-            left.append(q)
-    return removed, left
-
-
 def check_output(out: Path, files: list[Path]) -> None:
     """Refuse an output that is a file, that holds an input, or that replacing would lose data."""
     if out.exists() and not out.is_dir():
@@ -142,21 +98,6 @@ def check_output(out: Path, files: list[Path]) -> None:
         raise R.OutputError(f"-o/--output {out} is a directory that is not empty and not an "
                             "earlier dlrmx.preprocess output (no spec.json or report.json), so it "
                             "is not replaced: choose a new or empty directory, or remove it first")
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = _temp_name(out, "old")
-        out.rename(old)
-    try:
-        tmp.rename(out)
-    except BaseException:
-        if old is not None:
-            old.rename(out)  # the earlier output stays in place
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)  # what stays has our pid: the next run removes it
 
 
 def _errno(e: BaseException) -> int | None:
@@ -208,7 +149,7 @@ def split_bytes(cfg: PipelineConfig, rows: int, table_sizes: list[int]) -> int:
 def _make_temp(out: Path) -> Path:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_name(out, "tmp")
+        tmp = atomic.temp_name(out, "tmp")
         tmp.mkdir()
         (tmp / "_work").mkdir()
     except OSError as e:
@@ -250,14 +191,14 @@ def run(cfg: PipelineConfig, inputs: list[str], out: str | Path, engine: Engine 
         eng = engine
     else:
         eng = make_engine(engine if isinstance(engine, EngineOptions) else EngineOptions(engine))
-    removed, left = remove_stale_temporaries(out)
+    removed, left = atomic.remove_stale(out)
     tmp = _make_temp(out)
     try:
         rep = _build(cfg, eng, files, tmp, out, dictionaries, progress, keep_work)
         rep.removed_stale = [str(q) for q in removed]
         rep.unknown_stale = [str(q) for q in left]
         rep.write(tmp / "report.json")
-        _replace_dir(tmp, out)
+        atomic.replace_dir(tmp, out)
         return rep
     except (OSError, pl.exceptions.ComputeError) as e:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Checkpoints: one torch.save file of tensors and plain values (loadable with
 `torch.load(weights_only=True)`), written atomically: a temporary file in the same directory
-(named with the writer's pid), fsync, then rename over the old one. A failed write leaves the
-previous checkpoint intact, and temporaries left by a killed writer are removed by the next run."""
+(`dlrmx.atomic`'s names: host and pid), fsync, then rename over the old one. A failed write
+leaves the previous checkpoint intact, and temporaries left by a killed writer are removed by the
+next run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from typing import Any
 
 import torch
 
+from dlrmx import atomic
+
 CHECKPOINT_VERSION = 1
 
 
@@ -25,7 +28,7 @@ class CheckpointError(ValueError):
 def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{atomic.temp_tag()}", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"version": CHECKPOINT_VERSION, **state}, f)
@@ -39,34 +42,6 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
             pass
         raise
     return path
-
-
-def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Delete `.NAME.<pid>.*.tmp` files beside `path` whose writing process is gone."""
-    path = Path(path)
-    removed = []
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except OSError:
-            pass
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def load(path: str | Path) -> dict[str, Any]:

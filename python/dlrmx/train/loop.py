@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import dlrmx.nn as dnn
+from dlrmx import atomic
 from dlrmx.data.loader import BatchSource, Prefetcher
 from dlrmx.models import DLRM
 from dlrmx.optim import Lamb, SplitSGD, WarmupPolyDecay
@@ -147,7 +148,7 @@ def run(config: TrainConfig | dict[str, Any],
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_NAME
-    ckpt.remove_stale_temporaries(ckpt_path)
+    atomic.remove_stale(ckpt_path)  # what a killed checkpoint write left
     state = None
     if cfg.resume:
         state = ckpt.load(ckpt_path)
