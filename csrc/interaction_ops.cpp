@@ -3,15 +3,18 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "checks.h"
 #include "interaction.h"
 #include "isa.h"
 
 namespace dlrmx {
 namespace {
 
+constexpr const char* kOp = "dot_interaction";
+
 void check_inputs(const at::Tensor& dense, const at::Tensor& emb) {
-  TORCH_CHECK_TYPE(dense.device().is_cpu() && emb.device().is_cpu(),
-                   "dot_interaction: dense and emb must be CPU tensors");
+  checks::check_dense_cpu(dense, {kOp, "dense"});
+  checks::check_dense_cpu(emb, {kOp, "emb"});
   TORCH_CHECK_TYPE(dense.scalar_type() == emb.scalar_type() &&
                        (dense.scalar_type() == at::kFloat || dense.scalar_type() == at::kBFloat16),
                    "dot_interaction: dense and emb must both be float32 or both bfloat16, got ",
@@ -25,6 +28,13 @@ void check_inputs(const at::Tensor& dense, const at::Tensor& emb) {
                     " (every embedding dim must equal the bottom MLP's output size)");
 }
 
+// The output width D + F(F-1)/2 with F = T + 1 features, or a ValueError if it overflows.
+int64_t output_width(int64_t D, int64_t T) {
+  const int64_t F = checks::add_size(T, 1, kOp, "the feature count");
+  const int64_t pairs = checks::mul_size(F, T, kOp, "the pair count") / 2;  // F(F-1)/2
+  return checks::add_size(D, pairs, kOp, "the output width");
+}
+
 template <typename elem_t>
 const elem_t* ptr(const at::Tensor& t) {
   return reinterpret_cast<const elem_t*>(t.const_data_ptr());
@@ -36,9 +46,12 @@ elem_t* mut(at::Tensor& t) {
 
 at::Tensor forward(const at::Tensor& dense_in, const at::Tensor& emb_in) {
   check_inputs(dense_in, emb_in);
-  const auto dense = dense_in.contiguous(), emb = emb_in.contiguous();
-  const int64_t B = dense.size(0), D = dense.size(1), T = emb.size(1) / D, F = T + 1;
-  auto out = at::empty({B, D + F * (F - 1) / 2}, dense.options());
+  const int64_t B = dense_in.size(0), D = dense_in.size(1), T = emb_in.size(1) / D;
+  const int64_t width = output_width(D, T);  // before any copy: an expanded emb may be huge
+  checks::mul_size(B, width, kOp, "the output size (B * width)");
+  const auto dense = checks::readable(dense_in, {kOp, "dense"});
+  const auto emb = checks::readable(emb_in, {kOp, "emb"});
+  auto out = at::empty({B, width}, dense.options());
   const int nt = at::get_num_threads();
   using namespace cpu;
   if (dense.scalar_type() == at::kFloat) {
@@ -52,13 +65,15 @@ at::Tensor forward(const at::Tensor& dense_in, const at::Tensor& emb_in) {
 std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad_in, const at::Tensor& dense_in,
                                             const at::Tensor& emb_in) {
   check_inputs(dense_in, emb_in);
-  const auto dense = dense_in.contiguous(), emb = emb_in.contiguous();
-  const int64_t B = dense.size(0), D = dense.size(1), T = emb.size(1) / D, F = T + 1;
-  TORCH_CHECK_VALUE(grad_in.dim() == 2 && grad_in.size(0) == B &&
-                        grad_in.size(1) == D + F * (F - 1) / 2,
+  checks::check_dense_cpu(grad_in, {kOp, "grad"});
+  const int64_t B = dense_in.size(0), D = dense_in.size(1), T = emb_in.size(1) / D;
+  const int64_t width = output_width(D, T);
+  TORCH_CHECK_VALUE(grad_in.dim() == 2 && grad_in.size(0) == B && grad_in.size(1) == width,
                     "dot_interaction_backward: grad has shape ", grad_in.sizes(), ", expected [",
-                    B, ", ", D + F * (F - 1) / 2, "]");
-  const auto grad = grad_in.to(dense.scalar_type()).contiguous();
+                    B, ", ", width, "]");
+  const auto dense = checks::readable(dense_in, {kOp, "dense"});
+  const auto emb = checks::readable(emb_in, {kOp, "emb"});
+  const auto grad = checks::readable_float(grad_in, {kOp, "grad"}, dense.scalar_type());
   auto gd = at::empty_like(dense), ge = at::empty_like(emb);
   const int nt = at::get_num_threads();
   using namespace cpu;

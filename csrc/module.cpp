@@ -28,7 +28,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "Force an ISA level for this process");
   m.def("advise_huge_pages",
         [](const at::Tensor& t) {
-          TORCH_CHECK_TYPE(t.device().is_cpu() && t.is_contiguous(),
+          TORCH_CHECK_TYPE(t.device().is_cpu() && t.layout() == at::kStrided && t.is_contiguous(),
                            "advise_huge_pages needs a contiguous CPU tensor");
           return advise_huge_pages(t.data_ptr(), t.numel() * t.element_size());
         },

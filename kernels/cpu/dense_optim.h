@@ -18,7 +18,7 @@ struct LambTensor {
 
 // LAMB (You et al., 2020). Per tensor: m, v as in Adam (bias-corrected when bias_correction),
 // u = m_hat / (sqrt(v_hat) + eps) + weight_decay * p, then p -= lr * r * u with trust ratio
-// r = min(|p|, max_weight_norm) / |u| (r = 1 when either norm is 0; no clamp if max_weight_norm <= 0).
+// r = min(|p|, max_weight_norm) / |u| (r = 1 when either norm is 0; no clamp if max_weight_norm == 0).
 struct LambParams {
   float lr, beta1, beta2, eps, weight_decay, max_weight_norm;
   bool bias_correction;

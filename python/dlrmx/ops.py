@@ -122,11 +122,23 @@ def embedding_bags(
             raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
         if t.device.type != "cpu":
             raise TypeError(f"{name} must be on the CPU, got {t.device} (CUDA kernels not built)")
+    _check_batch_size(batch_size)
     pad = [-1] * len(weights) if padding_idx is None else [(-1 if p is None else p) for p in padding_idx]
     if anchor is None:
         anchor = _NO_ANCHOR
     return _EmbeddingBags.apply(anchor, ids, offsets, per_sample_weights, pad, POOLING[pooling],
                                 batch_size, sparse, optimizer, *weights)
+
+
+def _check_batch_size(batch_size) -> None:
+    """An int in [0, 2^63) (a SymInt under torch.compile passes); the op checks it against the
+    offsets without overflow."""
+    if isinstance(batch_size, torch.SymInt):
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+    if not 0 <= batch_size < 2**63:
+        raise ValueError(f"batch_size must be in [0, 2^63), got {batch_size}")
 
 
 def isa_info() -> dict:

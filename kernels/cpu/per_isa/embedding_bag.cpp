@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <type_traits>
 
 #include "bf16.h"
@@ -139,14 +138,21 @@ void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t be
   float local[kD > 0 ? kD : 1];
   float* acc = kD > 0 ? local : out;
   const int64_t ahead = prefetch_distance(D * static_cast<int64_t>(sizeof(weight_t)));
-  if (pooling == Pooling::max) {
-    for (int64_t d = 0; d < D; ++d) acc[d] = -std::numeric_limits<float>::infinity(), argmax[d] = -1;
-  } else {
+  if (pooling != Pooling::max)
     for (int64_t d = 0; d < D; ++d) acc[d] = 0.f;
-  }
+  // Max pooling as torch's: the bag's first (non-padding) row starts the maximum and a later row
+  // replaces it only where strictly greater. So a NaN in the first row stays (nothing compares
+  // greater than it), a later NaN never wins, and a bag of -inf rows pools to -inf.
+  bool first = true;
   const int64_t count = for_each_row(table, D, ids, begin, end, prefetch_end, pad, ahead,
                                      [&](int64_t j, int64_t id, const weight_t* __restrict row) {
     if (pooling == Pooling::max) {
+      if (first) {
+        first = false;
+#pragma omp simd
+        for (int64_t d = 0; d < D; ++d) acc[d] = to_float(row[d]), argmax[d] = id;
+        return;
+      }
 #pragma omp simd
       for (int64_t d = 0; d < D; ++d) {
         const float v = to_float(row[d]);
@@ -161,7 +167,10 @@ void pool_bag(const weight_t* table, int64_t dim, const index_t* ids, int64_t be
     }
   });
   if (pooling == Pooling::max) {
-    for (int64_t d = 0; d < D; ++d) out[d] = argmax[d] < 0 ? 0.f : acc[d];
+    if (count == 0)  // an empty bag (or only padding) pools to 0, with no row to take a gradient
+      for (int64_t d = 0; d < D; ++d) out[d] = 0.f, argmax[d] = -1;
+    else if (acc != out)
+      for (int64_t d = 0; d < D; ++d) out[d] = acc[d];
   } else {
     const float scale = (pooling == Pooling::mean && count > 0) ? 1.f / count : 1.f;
     for (int64_t d = 0; d < D; ++d) out[d] = acc[d] * scale;

@@ -8,6 +8,7 @@ rows touched by the batch; no weight gradient is ever materialized.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 from typing import ClassVar
@@ -29,12 +30,18 @@ class SparseOptimizer:
     name: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr >= 0):
-            raise ValueError(f"{type(self).__name__}: lr must be a finite number >= 0, got {self.lr!r}")
-        eps = getattr(self, "eps", 0.0)
-        if not (math.isfinite(eps) and eps >= 0):
-            raise ValueError(f"{type(self).__name__}: eps must be a finite number >= 0, got {eps!r}")
+        self.check()
         self.skipped_steps = 0
+
+    def check(self) -> None:
+        """Raise ValueError unless lr (and eps) are finite numbers >= 0. Run at construction and
+        before every update, as a schedule or a user may set them at any time."""
+        for name in ("lr", "eps"):
+            value = getattr(self, name, 0.0)
+            number = float(value) if isinstance(value, numbers.Real) else math.nan
+            if not (math.isfinite(number) and number >= 0):
+                raise ValueError(f"{type(self).__name__}: {name} must be a finite number >= 0, "
+                                 f"got {value!r}")
 
     def init_state(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The optimizer state for one table (None when it keeps none)."""
@@ -125,6 +132,7 @@ class FusedUpdate:
 
     def apply(self, grad_out, weights, ids, offsets, psw, padding_idx, pooling, batch_size, argmax):
         opt = self.optimizer
+        opt.check()  # before any row changes: a NaN lr would be written into every touched row
         if opt.skip_nonfinite and not bool(torch.isfinite(grad_out).all()):
             opt.skipped_steps += 1
             warnings.warn(f"{opt.name}: non-finite gradient, embedding update skipped "

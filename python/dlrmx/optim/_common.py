@@ -4,21 +4,41 @@ gradient collection, the non-finite-gradient policy)."""
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import torch
 
 
-def check_hyper(owner: str, **values: float) -> None:
+def as_number(value) -> float:
+    """A real number (or a one-element tensor, as torch optimizers allow for lr) as a float;
+    NaN for anything else, so that every range check fails on it."""
+    if isinstance(value, numbers.Real) or (isinstance(value, torch.Tensor) and value.numel() == 1):
+        return float(value)
+    return math.nan
+
+
+def check_hyper(owner: str, **values) -> None:
     for name, value in values.items():
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        v = as_number(value)
+        if not (math.isfinite(v) and v >= 0):
             raise ValueError(f"{owner}: {name} must be a finite number >= 0, got {value!r}")
+
+
+def check_betas(owner: str, betas) -> None:
+    ok = isinstance(betas, (tuple, list)) and len(betas) == 2
+    if not (ok and all(0.0 <= as_number(b) < 1.0 for b in betas)):
+        raise ValueError(f"{owner}: betas must be two numbers in [0, 1), got {betas!r}")
 
 
 class FusedOptimizer(torch.optim.Optimizer):
     """A torch optimizer whose subclasses update each param group in one fused kernel call
     (`_update`). `skip_nonfinite=True` skips a step whose gradients hold NaN/Inf, counts it in
     `skipped_steps` and warns, instead of poisoning the weights and the optimizer state."""
+
+    # The param-group entries checked (finite, >= 0) before every step: a schedule, or a user,
+    # may set them at any time, and a NaN must not reach the weights.
+    hyper: tuple[str, ...] = ("lr",)
 
     def __init__(self, params, defaults: dict, skip_nonfinite: bool) -> None:
         super().__init__(params, defaults)
@@ -27,6 +47,9 @@ class FusedOptimizer(torch.optim.Optimizer):
 
     def _update(self, group: dict, params: list[torch.Tensor]) -> None:
         raise NotImplementedError
+
+    def _check_group(self, group: dict) -> None:
+        check_hyper(type(self).__name__, **{k: group[k] for k in self.hyper})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -45,6 +68,9 @@ class FusedOptimizer(torch.optim.Optimizer):
             warnings.warn(f"{name}: non-finite gradient, step skipped ({self.skipped_steps} "
                           f"skipped so far)", RuntimeWarning, stacklevel=2)
             return loss
+        for group, params in todo:  # every group is checked before any weight changes
+            if params:
+                self._check_group(group)
         for group, params in todo:
             if params:
                 self._update(group, params)

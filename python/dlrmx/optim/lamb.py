@@ -7,7 +7,7 @@ from typing import Iterable
 import torch
 
 from dlrmx import ops  # noqa: F401  (registers torch.ops.dlrmx)
-from dlrmx.optim._common import FusedOptimizer, check_hyper
+from dlrmx.optim._common import FusedOptimizer, check_betas, check_hyper
 
 
 class Lamb(FusedOptimizer):
@@ -32,11 +32,16 @@ class Lamb(FusedOptimizer):
                  eps: float = 1e-6, weight_decay: float = 0.0, max_weight_norm: float = 10.0,
                  bias_correction: bool = True, skip_nonfinite: bool = False) -> None:
         check_hyper("Lamb", lr=lr, eps=eps, weight_decay=weight_decay, max_weight_norm=max_weight_norm)
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"Lamb: betas must be in [0, 1), got {betas}")
+        check_betas("Lamb", betas)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         max_weight_norm=max_weight_norm, bias_correction=bias_correction)
         super().__init__(params, defaults, skip_nonfinite)
+
+    hyper = ("lr", "eps", "weight_decay", "max_weight_norm")
+
+    def _check_group(self, group: dict) -> None:
+        super()._check_group(group)
+        check_betas("Lamb", group["betas"])
 
     def _update(self, group: dict, params: list[torch.Tensor]) -> None:
         for p in params:

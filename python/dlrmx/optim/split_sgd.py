@@ -58,6 +58,8 @@ class SplitSGD(FusedOptimizer):
                                  f"{tuple(p.shape)}, got {trail.dtype} {tuple(trail.shape)}")
             self.state[p]["trail"] = trail.clone()
 
+    hyper = ("lr", "weight_decay")
+
     def _update(self, group: dict, params: list[torch.Tensor]) -> None:
         torch.ops.dlrmx.split_sgd_step(params, [self.state[p]["trail"] for p in params],
                                        [p.grad for p in params], float(group["lr"]),
