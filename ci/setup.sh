@@ -37,3 +37,14 @@ fi
 # --no-deps skips the pandas and scipy that its compliance checker (unused here) declares.
 "$PY" -c "import mlperf_logging.mllog" 2>/dev/null ||
   "${PIP[@]}" --no-deps "mlperf-logging==4.1.68"
+# TorchRec 1.8, for the drop-in tests (tests/test_torchrec_dropin.py) and bench/torchrec_dlrm.py:
+# about 9 MB of wheels, 45 MB installed, seconds. --no-deps: torchrec declares an unpinned CUDA
+# fbgemm-gpu (500 MB) and torchmetrics, which its EmbeddingBagCollection, KeyedJaggedTensor and
+# DLRM never import; fbgemm-gpu-cpu 1.8.0 is the CPU build ABI-locked to torch 2.13 (skipped on
+# any other torch: the tests then skip), and the rest is what `import torchrec` needs. dlrmx
+# itself never imports torchrec.
+if "$PY" -c "import sys, torch; sys.exit(not torch.__version__.startswith('2.13.'))" &&
+   ! "$PY" -c "import torchrec.models.dlrm" 2>/dev/null; then
+  "${PIP[@]}" --no-deps "torchrec==1.8.0" "fbgemm-gpu-cpu==1.8.0" "tensordict==0.15.3" \
+    "pyvers==0.2.3" "pyre-extensions==0.0.32" "typing-inspect==0.9.0" "mypy-extensions==1.2.0"
+fi

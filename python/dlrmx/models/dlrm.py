@@ -14,8 +14,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from dlrmx import ops
 from dlrmx.models.interaction import cat_interaction, dot_interaction, interaction_width
 from dlrmx.nn import EmbeddingBagCollection, SparseOptimizer
+
+torch.fx.wrap("dot_interaction")  # leaf calls under torch.fx.symbolic_trace (see interaction.py)
+torch.fx.wrap("cat_interaction")
 
 
 def make_mlp(sizes: Sequence[int], last_relu: bool, generator: torch.Generator | None = None
@@ -81,6 +85,9 @@ class DLRM(nn.Module):
         else:
             z = cat_interaction(x, emb)
         return self.top(z).squeeze(1)
+
+    def __prepare_scriptable__(self):
+        raise ops.script_unsupported(self)
 
     @torch.no_grad()
     def predict_proba(self, dense: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor

@@ -62,6 +62,13 @@ def cat_interaction(dense: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
     return torch.cat([dense, emb], dim=1)
 
 
+# Leaf calls under torch.fx.symbolic_trace (their dtype checks cannot run on Proxies). fx patches
+# a name in the namespace it is looked up in: this covers `interaction.dot_interaction(...)`;
+# dlrm.py registers its own imported names.
+torch.fx.wrap("dot_interaction")
+torch.fx.wrap("cat_interaction")
+
+
 def interaction_width(op: str, dim: int, num_tables: int) -> int:
     """Width of the interaction output = the top MLP's input size."""
     f = num_tables + 1

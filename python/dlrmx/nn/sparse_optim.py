@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -18,11 +17,18 @@ import torch
 from dlrmx.nn.tables import new_table
 
 
+_HYPER = {"lr": 0, "eps": 1}  # positions in SparseOptimizer.hyper
+
+
 @dataclass
 class SparseOptimizer:
     """lr: learning rate (a schedule may change it between steps). skip_nonfinite: skip the
     update of a batch whose output gradient holds NaN/Inf, count it in `skipped_steps` and warn,
-    instead of writing NaN into the touched rows."""
+    instead of writing NaN into the touched rows.
+
+    Besides the fields: `hyper`, float64 [lr, eps] kept in step with them, and `skip_counter`
+    (behind `skipped_steps`): tensors, so the fused update op reads and writes them at run time,
+    also inside a torch.compile'd graph (a float would be baked in: a recompile per new lr)."""
 
     lr: float
     skip_nonfinite: bool = False
@@ -31,7 +37,31 @@ class SparseOptimizer:
 
     def __post_init__(self) -> None:
         self.check()
-        self.skipped_steps = 0
+        # A tensor, not an int: the fused update (an op, also inside a compiled backward) counts
+        # the skipped steps in it.
+        self.skip_counter = torch.zeros((), dtype=torch.int64)
+
+    def __setattr__(self, name: str, value) -> None:
+        object.__setattr__(self, name, value)
+        if name in _HYPER:
+            self._write_hyper(name, value)
+
+    def _write_hyper(self, name: str, value) -> None:
+        """Mirror lr and eps into `hyper` (float64 [lr, eps]), what the fused update op reads: a
+        tensor, so a compiled model follows a schedule's lr without recompiling."""
+        hyper = self.__dict__.get("hyper")
+        if hyper is None:
+            hyper = torch.zeros(len(_HYPER), dtype=torch.float64)
+            object.__setattr__(self, "hyper", hyper)
+        hyper[_HYPER[name]] = float(value) if isinstance(value, numbers.Real) else math.nan
+
+    @property
+    def skipped_steps(self) -> int:
+        return int(self.skip_counter)
+
+    @skipped_steps.setter
+    def skipped_steps(self, value: int) -> None:
+        self.skip_counter.fill_(value)
 
     def check(self) -> None:
         """Raise ValueError unless lr (and eps) are finite numbers >= 0. Run at construction and
@@ -42,6 +72,13 @@ class SparseOptimizer:
             if not (math.isfinite(number) and number >= 0):
                 raise ValueError(f"{type(self).__name__}: {name} must be a finite number >= 0, "
                                  f"got {value!r}")
+
+    def __fx_create_arg__(self, tracer):
+        """Under torch.fx.symbolic_trace: the graph refers to this live object (an attribute of
+        the traced root), so a schedule's lr reaches the traced module too."""
+        name = tracer.get_fresh_qualname("_sparse_optimizer_")
+        setattr(tracer.root, name, self)
+        return tracer.create_node("get_attr", name, (), {})
 
     def init_state(self, weight: torch.Tensor) -> torch.Tensor | None:
         """The optimizer state for one table (None when it keeps none)."""
@@ -125,19 +162,15 @@ def combine_fp32(upper: torch.Tensor, trail: torch.Tensor) -> torch.Tensor:
 
 
 class FusedUpdate:
-    """Binds an optimizer config and its per-table state to the fused update op."""
+    """An optimizer config and its per-table state, as `dlrmx.ops.embedding_bags` takes them: it
+    hands the fused update op the config's name, its `hyper` tensor (lr, eps), its skip counter
+    and the state tensors, which the update writes in place."""
 
     def __init__(self, optimizer: SparseOptimizer, state: list[torch.Tensor] | None = None):
         self.optimizer, self.state = optimizer, state or []
 
-    def apply(self, grad_out, weights, ids, offsets, psw, padding_idx, pooling, batch_size, argmax):
-        opt = self.optimizer
-        opt.check()  # before any row changes: a NaN lr would be written into every touched row
-        if opt.skip_nonfinite and not bool(torch.isfinite(grad_out).all()):
-            opt.skipped_steps += 1
-            warnings.warn(f"{opt.name}: non-finite gradient, embedding update skipped "
-                          f"({opt.skipped_steps} skipped so far)", RuntimeWarning, stacklevel=2)
-            return
-        torch.ops.dlrmx.embedding_bag_update(
-            grad_out, weights, ids, offsets, psw, padding_idx, pooling, batch_size, argmax,
-            opt.name, float(opt.lr), float(getattr(opt, "eps", 0.0)), self.state)
+    def __fx_create_arg__(self, tracer):
+        """Under torch.fx.symbolic_trace: a node that builds it from the optimizer and the state
+        tensors (the module's buffers), as the traced forward did."""
+        args = (tracer.create_arg(self.optimizer), tracer.create_arg(list(self.state)))
+        return tracer.create_node("call_function", FusedUpdate, args, {})
