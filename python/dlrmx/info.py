@@ -8,12 +8,14 @@ import os
 def info() -> dict:
     import torch
 
-    from dlrmx import __version__, _C, ops
+    from dlrmx import __version__, native, ops
+    from dlrmx.native import _C
 
     isa = ops.isa_info()
     return {
         "dlrmx": __version__,
         "torch": torch.__version__,
+        "torch_built_for": native.built_for() or "unknown (a build without _build_info)",
         "isa_compiled": isa["compiled"],
         "isa_supported": isa["supported"],
         "isa_active": isa["active"],

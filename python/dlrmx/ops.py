@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from dlrmx import _C  # noqa: F401  (loads the library that registers torch.ops.dlrmx)
+from dlrmx.native import _C  # noqa: F401  (loads the library that registers torch.ops.dlrmx)
 
 if TYPE_CHECKING:
     from dlrmx.nn.sparse_optim import FusedUpdate

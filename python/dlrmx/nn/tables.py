@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from dlrmx import _C
+from dlrmx.native import _C
 
 if TYPE_CHECKING:
     from dlrmx.nn.sparse_optim import SparseOptimizer
