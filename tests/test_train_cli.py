@@ -205,6 +205,10 @@ def test_unusable_checkpoints_are_one_error_line(tmp_path, capsys):
         rc, out = _cli([f"--run-dir={run_dir}", "--resume"], capsys)
         assert rc == 2 and out.err.startswith("error: checkpoint"), (name, out.err)
         assert expect[name] in out.err and len(out.err.strip().splitlines()) == 1, (name, out.err)
+    ckpt.save_atomic({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    rc, out = _cli(SMALL + [f"--load-model={tmp_path / 'other.pt'}", "--inference-only",
+                            f"--run-dir={tmp_path / 'inf'}"], capsys)
+    assert rc == 2 and "holds no 'model' weights" in out.err and "Traceback" not in out.err
     for name, state, match in [("wrong shape", wrong_shape, "does not fit this model"),
                                ("step 10^9", far, "step 1000000000 is not within")]:
         ckpt.save_atomic({k: v for k, v in state.items() if k != "version"}, run_dir / "checkpoint.pt")

@@ -178,7 +178,10 @@ def run(config: TrainConfig | dict[str, Any],
         result.samples = int(state.get("samples", start_step * cfg.mini_batch_size))
         prior_seconds = float(state.get("train_seconds", 0.0))
     elif cfg.load_model:
-        ckpt.load_state(model, ckpt.load(cfg.load_model)["model"], cfg.load_model, "model")
+        saved = ckpt.load(cfg.load_model)
+        if "model" not in saved:
+            raise ckpt.CheckpointError(f"checkpoint {cfg.load_model}: holds no 'model' weights")
+        ckpt.load_state(model, saved["model"], cfg.load_model, "model")
 
     log = _Log(run_dir, cfg.tensorboard, resume_step=start_step if state is not None else None)
     progress = Progress(total, start_step, cfg.progress and not cfg.inference_only,
