@@ -350,3 +350,15 @@ def test_a_dataset_whose_spec_lies_is_one_error_line(tmp_path, capsys):
                             f"--run-dir={tmp_path / 'r'}"], capsys)
     assert rc == 2 and len(out.err.strip().splitlines()) == 1
     assert "train_sparse.npy" in out.err and "C5" in out.err and "table_sizes[4] = 10" in out.err
+
+
+def test_run_dir_and_data_paths_that_are_wrong_are_named(tmp_path, capsys):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for argv, expect in [([f"--run-dir={f}"], "--run-dir " + str(f) + " is a file"),
+                         ([f"--run-dir={tmp_path / 'new'}", "--resume"], "--resume: "),
+                         (["--data-generation=dataset", f"--processed-data-file={f}",
+                           f"--run-dir={tmp_path / 'r'}"], "is a file, but neither")]:
+        rc, out = _cli(SMALL + argv, capsys)
+        assert rc == 2 and expect in out.err and len(out.err.strip().splitlines()) == 1, out.err
+    assert f.read_text() == "x"

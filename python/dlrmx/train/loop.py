@@ -146,8 +146,14 @@ def run(config: TrainConfig | dict[str, Any],
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"--run-dir {run_dir} is a file, not a directory: give a directory for "
+                         "the run's config, metrics, plots and checkpoints")
     ckpt_path = run_dir / CHECKPOINT_NAME
+    if cfg.resume and not ckpt_path.exists():
+        raise ValueError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to continue from "
+                         "(start the run without --resume, or name its --run-dir)")
+    run_dir.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale(ckpt_path)  # what a killed checkpoint write left
     state = None
     if cfg.resume:

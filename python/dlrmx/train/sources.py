@@ -58,6 +58,10 @@ def training_directory(cfg: TrainConfig, progress: bool = False) -> Path:
         return _preprocess_raw(cfg, p.with_suffix(".dlrmx") if p.suffix == ".npz" else p, progress)
     if p.is_dir():
         return p  # opening it names what is missing
+    if p.exists():
+        raise ValueError(f"--processed-data-file {p} is a file, but neither the reference's .npz "
+                         "nor a training-format directory (spec.json + *.npy); run `python -m "
+                         "dlrmx.preprocess` on raw logs, or give --raw-data-file")
     raise ValueError(f"--processed-data-file {p}: no such file or directory (nor the reference's "
                      f"{prefix}_train.bin); run `python -m dlrmx.preprocess` first, or give "
                      "--raw-data-file to preprocess a raw Criteo log into it")
