@@ -263,14 +263,20 @@ def test_cli_converts_refuses_to_clobber_and_has_help(tmp_path, capsys):
     assert "train 30 rows" in capsys.readouterr().out
     assert read_spec(tmp_path / "out")["table_sizes"] == [min(int(c), 3) for c in _synthetic(40)[3]]
     rc, err = _run_cli(capsys, argv)
-    assert rc == 2 and "already exists" in err and "--force" in err
+    assert rc == 2 and "already holds converted data" in err and "--force" in err
     assert main(argv[:3] + ["--force"]) == 0  # replaced, now without --max-ind-range
     assert read_spec(tmp_path / "out")["produced_by"]["max_ind_range"] == -1
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     rc, err = _run_cli(capsys, [str(tmp_path), "-o", str(tmp_path / "mine"), "--force"])
-    assert rc == 2 and "refusing to replace it" in err
+    assert rc == 2 and "refusing to replace it" in err and "--force" not in err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+    for bad, msg in [(["--bogus"], "unrecognized argument --bogus"),
+                     (["--max-ind"], "unrecognized argument --max-ind (did you mean --max-ind-range?)"),
+                     (["-o", "x2"], "-o/--out-dir given twice"),
+                     (["--max-ind-range", "-7"], "--max-ind-range must be > 0 or -1")]:
+        rc, err = _run_cli(capsys, argv[:3] + bad)
+        assert rc == 2 and msg in err, (bad, err)
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0 and "python -m dlrmx.data.reference" in capsys.readouterr().out

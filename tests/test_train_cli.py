@@ -362,3 +362,63 @@ def test_run_dir_and_data_paths_that_are_wrong_are_named(tmp_path, capsys):
         rc, out = _cli(SMALL + argv, capsys)
         assert rc == 2 and expect in out.err and len(out.err.strip().splitlines()) == 1, out.err
     assert f.read_text() == "x"
+
+
+def test_review_findings_are_one_error_line_or_honoured(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from dlrmx.data.format import write_dataset
+
+    # preprocessing a raw log that is not there, from the trainer's reference flags
+    rc, out = _cli(SMALL + ["--data-generation=dataset", f"--processed-data-file={tmp_path / 'p'}",
+                            f"--raw-data-file={tmp_path / 'nothere.txt'}",
+                            f"--run-dir={tmp_path / 'r0'}"], capsys)
+    assert rc == 2 and "nothere.txt" in out.err and len(out.err.strip().splitlines()) == 1
+    # --save-model that is a directory: refused before training, naming the flag
+    rc, out = _cli(SMALL + [f"--save-model={tmp_path}", f"--run-dir={tmp_path / 'r1'}"], capsys)
+    assert rc == 2 and "--save-model" in out.err and not (tmp_path / "r1" / "checkpoint.pt").exists()
+    # --data-size is the random data's: said so, not ignored
+    rc, out = _cli(SMALL + ["--data-size=6", f"--run-dir={tmp_path / 'r2'}"], capsys)
+    assert rc == 2 and "--data-generation=random" in out.err
+    # reference-only flags from YAML get their types
+    p = tmp_path / "c.yaml"
+    p.write_text("qr_flag: 'false'\nmd_flag: 'no'\n")
+    cfg, notes = parse_cli([f"--config={p}"])  # both mean false: accepted, with their notes
+    assert {n.split(":")[0] for n in notes} == {"--qr-flag", "--md-flag"}
+    p.write_text("memory_map: [1, 2]\n")
+    with pytest.raises(ValueError, match="--memory-map expects a boolean"):
+        parse_cli([f"--config={p}"])
+    # --num-batches caps an epoch of file data (the reference's nbatches); no val split: no
+    # validation AUC is claimed
+    rng = np.random.default_rng(1)
+    n = 128 * 9 + 5
+    data = write_dataset(tmp_path / "d", {
+        "train": (rng.integers(0, 2, n), rng.random((n, 13)), rng.integers(0, 20, (n, 26))),
+        "test": (rng.integers(0, 2, 99), rng.random((99, 13)), rng.integers(0, 20, (99, 26)))},
+        [20] * 26)
+    res = run(TrainConfig(**{**SMALL_CFG, "data_generation": "dataset", "num_batches": 4,
+                             "processed_data_file": str(data), "run_dir": str(tmp_path / "r3")}))
+    assert res.steps == 4 and res.final["test"]["samples"] == 99
+    assert res.best_step == -1 and res.best_auc != res.best_auc  # NaN: there is no val split
+    # a checkpoint that cannot be written (torch's zip writer wraps a full disk): named, no temp
+    def full(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos 1234")
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match="could not write the checkpoint") as e:
+        ckpt.save_atomic({"step": 1}, tmp_path / "r4" / "checkpoint.pt")
+    assert e.value.filename == str(tmp_path / "r4" / "checkpoint.pt")
+    assert list((tmp_path / "r4").iterdir()) == []
+
+
+def test_a_corrupt_npy_file_is_named(tmp_path, capsys):
+    import numpy as np
+
+    from dlrmx.data.format import write_dataset
+
+    rng = np.random.default_rng(0)
+    data = write_dataset(tmp_path / "d", {"train": (rng.integers(0, 2, 300), rng.random((300, 13)),
+                                                    rng.integers(0, 9, (300, 26)))}, [9] * 26)
+    (data / "train_dense.npy").write_bytes(b"junk")
+    rc, out = _cli(SMALL + ["--data-generation=dataset", f"--processed-data-file={data}",
+                            f"--run-dir={tmp_path / 'r'}"], capsys)
+    assert rc == 2 and "train_dense.npy" in out.err and len(out.err.strip().splitlines()) == 1

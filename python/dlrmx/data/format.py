@@ -240,7 +240,10 @@ def open_split(directory: str | Path, split: str, mmap: bool = True) -> Split:
     for part, path in split_paths(directory, split).items():
         if not path.is_file():
             raise DataFormatError(f"{path}: missing (spec.json says {split} has {n} rows)")
-        arr = np.load(path, mmap_mode="r" if mmap else None)
+        try:
+            arr = np.load(path, mmap_mode="r" if mmap else None)
+        except (ValueError, OSError, EOFError) as e:  # not an .npy file, or a cut one
+            raise DataFormatError(f"{path}: not a readable .npy file ({e})".replace("\n", " ")) from None
         if arr.shape != shapes[part]:
             raise DataFormatError(f"{path}: shape {arr.shape}, expected {shapes[part]} (from spec.json)")
         kind, want = kinds[part]

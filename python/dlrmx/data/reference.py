@@ -39,6 +39,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from dlrmx import atomic
+from dlrmx.cli import Parser, die
 from dlrmx.data.format import (DataFormatError, SplitWriter, check_ids, check_labels,
                                read_spec, sparse_dtype, write_spec)
 from dlrmx.data.validate import validate_dataset
@@ -293,12 +294,13 @@ def _check_out(out: Path, overwrite: bool) -> None:
         return
     if not out.is_dir():
         raise DataFormatError(f"{out}: exists and is not a directory")
-    if not overwrite:
-        raise DataFormatError(f"{out}: already exists; remove it, choose another output "
-                              "directory, or pass --force")
     if not (out / "spec.json").is_file():
         raise DataFormatError(f"{out}: not empty and not a training-format directory (no "
-                              "spec.json); refusing to replace it")
+                              "spec.json); refusing to replace it: choose another output "
+                              "directory")
+    if not overwrite:
+        raise DataFormatError(f"{out}: already holds converted data; remove it, choose another "
+                              "output directory, or pass --force")
 
 
 def _write(out: Path, chunks: Iterator[Chunk], bounds: dict[str, tuple[int, int]],
@@ -398,7 +400,7 @@ def prepare_dataset(path: str | Path, *, bin_loader: bool = False, max_ind_range
 
 # ---------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m dlrmx.data.reference",
         description="Convert the reference DLRM's processed data (the Kaggle .npz, or the MLPerf "
                     "{prefix}_train/test[/val].bin files) to the dlrmx training format.")
@@ -417,8 +419,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
     try:
+        a = build_parser().parse_args(argv)
+        if a.max_ind_range < -1 or a.max_ind_range == 0 or a.days < 2:
+            raise ValueError("--max-ind-range must be > 0 or -1 (off), and --days >= 2; got "
+                             f"{a.max_ind_range} and {a.days}")
         kind, found = find_reference_data(a.input)
         if kind == "dlrmx":
             raise DataFormatError(f"{found}: already in the dlrmx training format")
@@ -429,8 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             out = convert_bin(found, a.out_dir, counts_file=a.counts_file,
                               max_ind_range=a.max_ind_range, overwrite=a.force)
     except (DataFormatError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return die(e)
     rows = read_spec(out)["rows"]
     print(f"wrote {out}: " + ", ".join(f"{s} {n:,} rows" for s, n in rows.items()))
     return 0

@@ -133,6 +133,24 @@ class PipelineConfig:
         for what, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"pipeline {self.name!r}: {what} must be one of {allowed}, got {value!r}")
+        d = self.dense_ops
+        numbers = [("categorical_ops.max_ind_range", c.max_ind_range),
+                   ("categorical_ops.min_freq", c.min_freq), ("split.days", self.split.days),
+                   ("row_order.seed", self.row_order.seed), ("dense_ops.fill", d.fill),
+                   ("dense_ops.shift", d.shift), ("dense_ops.clip_min", d.clip_min)]
+        for what, value in numbers:  # YAML gives strings and lists as readily as numbers
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"pipeline {self.name!r}: {what} must be an integer, got "
+                                 f"{type(value).__name__} {value!r}")
+        if not isinstance(d.log1p, bool):
+            raise ValueError(f"pipeline {self.name!r}: dense_ops.log1p must be true or false, got "
+                             f"{d.log1p!r}")
+        if c.max_ind_range < -1:
+            raise ValueError(f"pipeline {self.name!r}: max_ind_range must be > 0, or 0 / -1 for "
+                             f"off, got {c.max_ind_range}")
+        if self.row_order.seed < 0:
+            raise ValueError(f"pipeline {self.name!r}: row_order.seed must be >= 0, got "
+                             f"{self.row_order.seed}")
         if c.min_freq < 1 or self.split.days < 1:
             raise ValueError(f"pipeline {self.name!r}: min_freq >= 1 and days >= 1, got "
                              f"min_freq={c.min_freq}, days={self.split.days}")

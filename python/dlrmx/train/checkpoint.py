@@ -6,8 +6,10 @@ next run."""
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -35,13 +37,23 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (RuntimeError, OSError) as e:  # torch's zip writer wraps a full disk in a RuntimeError
+        _unlink(tmp)
+        detail = " ".join(str(e).split())[:160]
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise OSError(getattr(e, "errno", None) or errno.EIO, f"could not write the checkpoint "
+                      f"({detail}; {free:.0f} MiB free there)", str(path)) from None
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink(tmp)
         raise
     return path
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -169,6 +169,13 @@ class TrainConfig:
         if self.test_freq < -1:
             raise ValueError(f"--test-freq must be -1 (end of each epoch), 0 (about 5 times per "
                              f"epoch) or a number of steps > 0, got {self.test_freq}")
+        if self.synthetic_zipf == 1.0:
+            raise ValueError("--synthetic-zipf must not be 1 (the Zipf normalisation diverges "
+                             "there): use e.g. 1.05")
+        if self.data_size and self.data_generation != "random":
+            raise ValueError("--data-size sets the samples of --data-generation random (the "
+                             "reference's default data; dlrmx's default is synthetic): add "
+                             "--data-generation=random")
         if self.test_mini_batch_size == 0:
             raise ValueError("--test-mini-batch-size must be -1 (8 x --mini-batch-size) or > 0, got 0")
         if self.lr_num_decay_steps > 0 and self.lr_decay_start_step < self.lr_num_warmup_steps:
@@ -226,8 +233,9 @@ def _check_value(f: dataclasses.Field, value: Any) -> Any:
         lo, hi = meta.get("lo"), meta.get("hi")
         above_hi = hi is not None and (value >= hi if meta.get("open_hi") else value > hi)
         if (lo is not None and value < lo) or above_hi:
-            right = "" if hi is None else f", {hi:g}" + (")" if meta.get("open_hi") else "]")
-            rng = f">= {lo:g}" if hi is None else f"in [{lo:g}{right}"
+            num = (lambda x: str(int(x))) if kind == "int" else (lambda x: f"{x:g}")
+            right = "" if hi is None else f", {num(hi)}" + (")" if meta.get("open_hi") else "]")
+            rng = f">= {num(lo)}" if hi is None else f"in [{num(lo)}{right}"
             raise ValueError(f"{flag} must be {rng}, got {value!r}")
     elif kind == "str":
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -357,7 +365,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise ValueError(f"--config {p}: no such file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--config {p}: not UTF-8 text ({e})") from None
     except yaml.YAMLError as e:
         raise ValueError(f"--config {p}: not valid YAML ({e})".replace("\n", " ")) from None
     if not isinstance(data, dict):

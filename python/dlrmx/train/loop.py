@@ -150,6 +150,11 @@ def run(config: TrainConfig | dict[str, Any],
         raise ValueError(f"--run-dir {run_dir} is a file, not a directory: give a directory for "
                          "the run's config, metrics, plots and checkpoints")
     ckpt_path = run_dir / CHECKPOINT_NAME
+    if cfg.save_model:
+        _check_writable_file(Path(cfg.save_model), "--save-model")
+    if not cfg.resume and ckpt_path.exists():
+        print(f"note: {run_dir} holds an earlier run's checkpoint; this run starts over and "
+              "replaces it (use --resume to continue it instead)", file=sys.stderr)
     if cfg.resume and not ckpt_path.exists():
         raise ValueError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to continue from "
                          "(start the run without --resume, or name its --run-dir)")
@@ -169,6 +174,8 @@ def run(config: TrainConfig | dict[str, Any],
     model, dense_opt = make_model(cfg, source.table_sizes)
     schedule = make_schedule(cfg, model, dense_opt)  # reads the base rates: before any state loads
     per_epoch = source.num_batches("train", cfg.mini_batch_size)
+    if cfg.num_batches > 0:  # the reference's --num-batches: at most this many per epoch
+        per_epoch = min(per_epoch, cfg.num_batches)
     if per_epoch <= 0:
         raise ValueError(f"the training split has fewer than --mini-batch-size "
                          f"({cfg.mini_batch_size}) rows")
@@ -180,9 +187,13 @@ def run(config: TrainConfig | dict[str, Any],
         ckpt.load_state(model, state["model"], ckpt_path, "model")
         ckpt.load_state(dense_opt, state["dense_optimizer"], ckpt_path, "dense optimizer state")
         torch.set_rng_state(state["torch_rng"])
-        best_auc, best_step = float(state["best_auc"]), int(state["best_step"])
-        result.samples = int(state.get("samples", start_step * cfg.mini_batch_size))
-        prior_seconds = float(state.get("train_seconds", 0.0))
+        try:
+            best_auc, best_step = float(state["best_auc"]), int(state["best_step"])
+            result.samples = int(state.get("samples", start_step * cfg.mini_batch_size))
+            prior_seconds = float(state.get("train_seconds", 0.0))
+        except (TypeError, ValueError):
+            raise ckpt.CheckpointError(f"checkpoint {ckpt_path}: best_auc, best_step, samples "
+                                       "or train_seconds is not a number") from None
     elif cfg.load_model:
         saved = ckpt.load(cfg.load_model)
         if "model" not in saved:
@@ -204,27 +215,30 @@ def run(config: TrainConfig | dict[str, Any],
             ckpt.save_atomic(ck, cfg.save_model)
 
     def do_eval(step: int, splits: tuple[str, ...] = ("val",), final: bool = False):
+        """Evaluate `splits`; return the validation metrics (None without a val split)."""
         nonlocal best_auc, best_step
         model.eval()
-        first = None
+        epoch = 1 + step / per_epoch  # MLPerf's epoch_num, as the reference logs it
+        val = None
         for split in splits:
-            mlperf.start("eval_start", epoch_num=step / per_epoch)
+            if split == "val":
+                mlperf.start("eval_start", epoch_num=epoch)
             m = run_eval(cfg, model, source, split)
             if m is None:
                 continue
-            mlperf.event("eval_accuracy", m["auc"], epoch_num=step / per_epoch)
-            mlperf.end("eval_stop", epoch_num=step / per_epoch)
             log.write({"kind": "eval", "step": step, "split": split, "final": final, **m})
             progress.eval(split, step, m)
             (result.final if final else result.last_eval)[split] = m
             if m.get("oracle_auc") is not None:
                 result.oracle_auc = m["oracle_auc"]
-            if first is None:
-                first = m
+            if split == "val":
+                val = m
+                mlperf.event("eval_accuracy", m["auc"], epoch_num=epoch)
+                mlperf.end("eval_stop", epoch_num=epoch)
                 if not math.isnan(m["auc"]) and not (m["auc"] <= best_auc):
                     best_auc, best_step = m["auc"], step
         model.train()
-        return first
+        return val
 
     mlperf.end("init_stop")
     if cfg.inference_only:
@@ -434,3 +448,14 @@ def _keep_record(line: str, resume_step: int) -> bool:
     except json.JSONDecodeError:  # a line cut by a kill
         return False
     return isinstance(rec, dict) and rec.get("step", 0) <= resume_step and not rec.get("final")
+
+
+def _check_writable_file(path: Path, flag: str) -> None:
+    """Refuse up front (not after training) a file that cannot be written."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a directory: give a file name, e.g. {path / 'model.pt'}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ValueError(f"{flag} {path}: cannot create it (no writable directory {parent})")

@@ -102,7 +102,23 @@ def apply(values: dict[str, Any]) -> list[str]:
     for name in [k for k in values if k in BY_NAME]:
         f, value = BY_NAME[name], values.pop(name)
         flag = "--" + name.replace("_", "-")
+        value = _typed(f, value, flag)
         if not f.supported and value not in (f.default, None) and str(value) != str(f.default):
             raise ValueError(f"{flag}={value}: not supported by dlrmx ({f.note})")
         notes.append(f"{flag}: {f.note}")
     return notes
+
+
+def _typed(f: RefFlag, value: Any, flag: str) -> Any:
+    """The value as the flag's type (YAML gives 'no' or '5' as readily as False or 5)."""
+    from dlrmx.train.config import _to_bool, _to_number
+
+    if value is None:
+        return None
+    if f.type is bool:
+        return _to_bool(value, flag)
+    if f.type in (int, float):
+        return _to_number(value, flag, f.type.__name__)
+    if isinstance(value, (list, dict, bool)):
+        raise ValueError(f"{flag} expects a string, got {type(value).__name__} {value!r}")
+    return str(value)

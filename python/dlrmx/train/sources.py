@@ -5,6 +5,7 @@ files, or a raw Criteo log to preprocess first (--data-set, --raw-data-file)."""
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 from dlrmx.data.loader import BatchSource, FileSource, RandomSource, SyntheticSource
@@ -46,6 +47,10 @@ def training_directory(cfg: TrainConfig, progress: bool = False) -> Path:
 
     p = Path(cfg.processed_data_file)
     if (p / "spec.json").is_file():
+        if cfg.raw_data_file and not _preprocessed_as_asked(p, cfg):
+            print(f"note: training on the training format already in {p}; --raw-data-file and "
+                  "--max-ind-range apply only when it has to be made (remove it to preprocess "
+                  "again)", file=sys.stderr)
         return p
     prefix = p.with_suffix("") if p.suffix == ".npz" else p
     bins = Path(f"{prefix}_train.bin").is_file() or (p.is_dir() and any(p.glob("*_train.bin")))
