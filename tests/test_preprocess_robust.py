@@ -435,3 +435,17 @@ def test_preprocess_reference_terabyte_few_days(tmp_path):
     shutil.copy(KAGGLE_HEAD, d / "day_0")
     with pytest.raises(PreprocessError, match="contains the input"):  # never SystemExit
         preprocess_reference("terabyte", d / "day", d, -1, False)
+
+
+@pytest.mark.parametrize("ops,msg", [
+    ("  - categorify: {min_freq: two}\n", "categorical_ops.min_freq must be an integer, got str"),
+    ("  - row_order: {order: shuffle_all, seed: x}\n", "row_order.seed must be an integer"),
+    ("  - hex_to_int: {max_ind_range: -5}\n", "max_ind_range must be > 0, or 0 / -1 for off"),
+])
+def test_pipeline_values_of_the_wrong_type_are_one_error_line(tmp_path, data, capsys, ops, msg):
+    p, _ = data
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("preset: criteo-kaggle\noperations:\n" + ops)
+    rc, err = cli([p, "-o", tmp_path / "o", "--config", cfg], capsys)
+    assert rc == 2
+    one_error(err, msg)
