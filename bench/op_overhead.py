@@ -4,8 +4,8 @@ small and large batches, for the dlrmx on sys.path, or for two builds side by si
     python bench/op_overhead.py                                  # the installed build
     python bench/op_overhead.py --this NEW_PYTHON_DIR --compare OLD_PYTHON_DIR
 
-A PYTHON_DIR is the `python/` folder of a checkout with its `_C*.so` copied into `dlrmx/` (from
-`build/*/`). Compare two such folders, both loaded the same way (no site customisation, so the
+A PYTHON_DIR is the `python/` folder of a checkout with its native library copied into `dlrmx/`
+(`libdlrmx.so`, or `_C*.so` and `_build_info.py` for builds before the C ABI, from `build/*/`). Compare two such folders, both loaded the same way (no site customisation, so the
 editable install's import finder takes no part: against a plain folder it gave ratios from
 0.67 to 1.29 here for near-identical native code).
 Each build runs in its own process (two builds cannot share one: same op names); the processes
@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-TABLES, DIM, IDS_PER_BAG = 8, 64, 1
+DIM, IDS_PER_BAG = 64, 1
 
 
 def cpu_model() -> str:
@@ -37,21 +37,21 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def measure(batches: list[int], reps: int, threads: int, rows: int) -> dict:
+def measure(batches: list[int], reps: int, threads: int, rows: int, tables: int) -> dict:
     import torch
 
     import dlrmx.nn as dnn
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    plain = dnn.EmbeddingBagCollection([(rows, DIM)] * TABLES)
-    fused = dnn.EmbeddingBagCollection([(rows, DIM)] * TABLES, optimizer=dnn.SGD(lr=0.01))
+    plain = dnn.EmbeddingBagCollection([(rows, DIM)] * tables)
+    fused = dnn.EmbeddingBagCollection([(rows, DIM)] * tables, optimizer=dnn.SGD(lr=0.01))
     g = torch.Generator().manual_seed(0)
     out: dict = {}
     for b in batches:
-        ids = torch.randint(0, rows, (TABLES * b * IDS_PER_BAG,), generator=g)
-        offsets = torch.arange(0, TABLES * b * IDS_PER_BAG + 1, IDS_PER_BAG)
-        grad = torch.rand(b, TABLES * DIM, generator=g)
+        ids = torch.randint(0, rows, (tables * b * IDS_PER_BAG,), generator=g)
+        offsets = torch.arange(0, tables * b * IDS_PER_BAG + 1, IDS_PER_BAG)
+        grad = torch.rand(b, tables * DIM, generator=g)
 
         def fwd():
             with torch.no_grad():
@@ -82,7 +82,7 @@ def child_cmd(python_dir: str | None, args) -> tuple[list[str], dict]:
         env["PYTHONPATH"] = os.pathsep.join([python_dir] + site.getsitepackages())
         cmd.append("-S")
     cmd += [__file__, "--child", "--reps", str(args.reps), "--threads", str(args.threads),
-            "--rows", str(args.rows),
+            "--rows", str(args.rows), "--tables", str(args.tables),
             "--batches", ",".join(map(str, args.batches))]
     return cmd, env
 
@@ -97,11 +97,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rows", type=int, default=100_000, help="rows per table (small: the tables "
                    "stay in cache and the per-call overhead shows)")
+    p.add_argument("--tables", type=int, default=8, help="tables per call (26 for Criteo)")
     p.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[128, 2048])
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(measure(args.batches, args.reps, args.threads, args.rows)))
+        print(json.dumps(measure(args.batches, args.reps, args.threads, args.rows, args.tables)))
         return
     builds = {"this": args.this}
     if args.compare:
@@ -112,7 +113,7 @@ def main() -> None:
             cmd, env = child_cmd(d, args)
             r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             runs[name].append(json.loads(r.stdout.strip().splitlines()[-1]))
-    print(f"CPU: {cpu_model()}; {args.threads} thread(s); {TABLES} tables x {args.rows} rows x dim "
+    print(f"CPU: {cpu_model()}; {args.threads} thread(s); {args.tables} tables x {args.rows} rows x dim "
           f"{DIM}, {IDS_PER_BAG} id per bag; medians of {args.rounds} processes x {args.reps} reps")
     keys = list(runs["this"][0])
     med = {n: {k: statistics.median(r[k] for r in rs) for k in keys} for n, rs in runs.items()}

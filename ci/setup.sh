@@ -26,7 +26,8 @@ TORCH_VERSION=$("$PY" -c "import torch; print(torch.__version__.split('+')[0])")
 echo "torch==$TORCH_VERSION" > "$VENV/torch-constraint.txt"
 "${PIP[@]}" -c "$VENV/torch-constraint.txt" "scikit-build-core>=0.10" ninja
 
-# No build isolation: the extension must compile against the torch installed above.
+# No build isolation here only to reuse build/ between runs (an isolated build works too: the
+# native library needs no torch, see ci/wheel.sh).
 BUILD_ARGS=(--config-settings=build-dir="build/{wheel_tag}")
 if [ "${DLRMX_SANITIZE:-0}" = 1 ]; then
   BUILD_ARGS=(--config-settings=build-dir="build/{wheel_tag}-sanitize"

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# The test command (README): set up .venv and the native build from scratch if needed, then run
-# the whole test suite. Extra arguments go to pytest.
+# The test command (README): set up .venv and the native build from scratch if needed, run the
+# whole test suite, then check the install path a user takes (ci/wheel.sh: a wheel built in
+# isolation, installed into a fresh venv with the CPU torch, smoke-tested there; about 90 s).
+# Extra arguments go to pytest; DLRMX_SKIP_WHEEL=1 skips the wheel check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
-exec .venv/bin/python -m pytest tests -q "$@"
+.venv/bin/python -m pytest tests -q "$@"
+if [ "${DLRMX_SKIP_WHEEL:-0}" != 1 ]; then
+  bash ci/wheel.sh
+fi

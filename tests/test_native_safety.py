@@ -72,8 +72,8 @@ def test_lamb_rejects_transposed_state_instead_of_misreading_it():
 
 
 @pytest.mark.parametrize("which, bad, error, match", [
-    ("exp_avg", torch.zeros(5, dtype=torch.float64), TypeError, r"exp_avg\[0\] must be Float, got Double"),
-    ("exp_avg_sq", torch.zeros(5, dtype=torch.bfloat16), TypeError, r"exp_avg_sq\[0\] must be Float"),
+    ("exp_avg", torch.zeros(5, dtype=torch.float64), TypeError, r"exp_avg\[0\] must be torch.float32, got torch.float64"),
+    ("exp_avg_sq", torch.zeros(5, dtype=torch.bfloat16), TypeError, r"exp_avg_sq\[0\] must be torch.float32"),
     ("grads", torch.zeros(5, dtype=torch.int64), TypeError, r"grads\[0\] must be a floating-point"),
     ("exp_avg", torch.zeros(4), ValueError, r"exp_avg\[0\] must have shape \[5\]"),
 ])

@@ -9,19 +9,21 @@ def info() -> dict:
     import torch
 
     from dlrmx import __version__, native, ops
-    from dlrmx.native import _C
 
     isa = ops.isa_info()
     return {
         "dlrmx": __version__,
         "torch": torch.__version__,
-        "torch_built_for": native.built_for() or "unknown (a build without _build_info)",
+        # The native library is built without torch (a C ABI, dlrmx.native): it serves any torch
+        # the package supports.
+        "torch_built_for": f"any torch >= {native.MIN_TORCH} (no torch at build time; C ABI "
+                           f"v{native.ABI_VERSION}, {native.library_path().name})",
         "isa_compiled": isa["compiled"],
         "isa_supported": isa["supported"],
         "isa_active": isa["active"],
         "isa_forced": os.environ.get("DLRMX_CPU_ISA") or None,
         "threads": torch.get_num_threads(),
-        "cuda_kernels_built": bool(_C.cuda_built),
+        "cuda_kernels_built": native.CUDA_BUILT,
     }
 
 

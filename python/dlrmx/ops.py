@@ -5,14 +5,14 @@ backward either returns weight gradients (dense or sparse COO) or, with a `Spars
 updates the touched rows in place and returns none.
 
 How it stays one op for torch.compile, torch.export and torch.fx: the differentiable lookup is the
-custom op `torch.ops.dlrmx.embedding_bags`, defined here (torch.library, in Python: the C++ ops
-and their schemas stay as they are) with a schema that holds everything its backward needs as
+custom op `torch.ops.dlrmx.embedding_bags`, defined here (torch.library, over the kernel ops of
+dlrmx.native_ops) with a schema that holds everything its backward needs as
 plain values and tensors (the optimizer's name; lr and eps in a tensor, so a schedule does not
 recompile; its state and skip counter as tensors), a fake implementation, and an Autograd kernel
 (`_EmbeddingBags`). Dynamo and export put that op in the graph as one node without tracing into
 Python objects (the old autograd.Function took a Python optimizer object, which Dynamo cannot
 trace: "Expected fwd_out to be a BaseListVariable"); AOTAutograd then traces the Autograd kernel
-down to the C++ kernels, each with a fake implementation. The fused update declares its
+down to the kernel ops, each with a fake implementation. The fused update declares its
 mutations (`Tensor(a!)[] weights`, `Tensor(b!)[] state`), so functionalization writes the updated
 rows back into the module's weights and state; the anchor trick works unchanged (the anchor is an
 input of the op that requires grad, so the compiled backward runs the update).
@@ -20,7 +20,9 @@ input of the op that requires grad, so the compiled backward runs the update).
 Why an own Autograd kernel, not `torch.library.register_autograd` or `custom_op`: eager calls go
 straight to `_EmbeddingBags.apply` (the class the op's Autograd kernel runs too), so eager pays
 no dispatcher round trip into Python (a few us each here) and no pytree handling: the training
-step at batch 128 is sensitive to per-call overhead (bench/compile.py --old-ops compares).
+step at batch 128 is sensitive to per-call overhead (bench/compile.py --old-ops compares). In
+eager mode the forward's checked batch (native_ops.Batch) also serves the backward, so the
+tensors are checked once per step.
 `embedding_bags` is also a torch.fx leaf function (torch.fx.wrap), one call node in fx graphs.
 """
 
@@ -31,7 +33,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from dlrmx.native import _C  # noqa: F401  (loads the library that registers torch.ops.dlrmx)
+from dlrmx import native, native_ops
 
 if TYPE_CHECKING:
     from dlrmx.nn.sparse_optim import FusedUpdate
@@ -53,7 +55,7 @@ _LIB.define(
 # and eps, so a compiled graph reads the value a schedule set at run time instead of baking it
 # in (a float would be a guard: one recompile per new lr). skip_nonfinite: a NaN/Inf output
 # gradient skips the update (counted in `skipped`, with a warning). Both read data at run time,
-# so an opaque op rather than graph code; the C++ update it calls declares the same mutations.
+# so an opaque op rather than graph code; the kernel op it calls declares the same mutations.
 _LIB.define(
     "embedding_bags_update(Tensor grad_out, Tensor(a!)[] weights, Tensor ids, Tensor offsets, "
     "Tensor? per_sample_weights, int[] padding_idx, int pooling, SymInt batch_size, Tensor argmax, "
@@ -110,8 +112,8 @@ def _embedding_bags_fake(anchor, weights, ids, offsets, psw, padding_idx, poolin
 def _embedding_bags_cpu(anchor, weights, ids, offsets, psw, padding_idx, pooling, batch_size,
                         *args):
     """Below autograd (inference mode, or inputs that need no gradient): the forward kernel."""
-    return torch.ops.dlrmx.embedding_bag_forward(weights, ids, offsets, psw, padding_idx, pooling,
-                                                 batch_size)[0]
+    return native_ops.EAGER.embedding_bag_forward(weights, ids, offsets, psw, padding_idx,
+                                                  pooling, batch_size)[0]
 
 
 @torch.library.register_fake("dlrmx::embedding_bags_update")
@@ -120,17 +122,20 @@ def _fused_update_fake(*args) -> None:
 
 
 def _fused_update_cpu(grad_out, weights, ids, offsets, psw, padding_idx, pooling, batch_size,
-                      argmax, optimizer, hyper, skip_nonfinite, state, skipped) -> None:
-    """Skip a batch with a non-finite output gradient (counted, with a warning), or run the C++
-    update with the lr and eps `hyper` holds now (it checks them before any row changes)."""
+                      argmax, optimizer, hyper, skip_nonfinite, state, skipped,
+                      batch: native_ops.Batch | None = None) -> None:
+    """Skip a batch with a non-finite output gradient (counted, with a warning), or run the
+    native update with the lr and eps `hyper` holds now (it checks them before any row
+    changes). `batch`: the forward's description of this batch, when it still holds."""
     if skip_nonfinite and not bool(torch.isfinite(grad_out).all()):
         skipped += 1
         warnings.warn(f"{optimizer}: non-finite gradient, embedding update skipped "
                       f"({int(skipped)} skipped so far)", RuntimeWarning, stacklevel=2)
         return
     lr, eps = hyper.tolist()
-    torch.ops.dlrmx.embedding_bag_update(grad_out, weights, ids, offsets, psw, padding_idx,
-                                         pooling, batch_size, argmax, optimizer, lr, eps, state)
+    if batch is None or not batch.still_describes(weights):
+        batch = native_ops.Batch(weights, ids, offsets, psw, padding_idx, pooling, batch_size)
+    batch.update(grad_out, argmax, optimizer, lr, eps, state)
 
 
 @torch.library.register_fake("dlrmx::embedding_bags_psw_grad")
@@ -163,8 +168,14 @@ class _EmbeddingBags(torch.autograd.Function):
     @staticmethod
     def forward(ctx, anchor, ids, offsets, psw, spec, *weights):
         padding_idx, pooling, batch_size = spec[:3]
-        out, argmax = torch.ops.dlrmx.embedding_bag_forward(
-            list(weights), ids, offsets, psw, padding_idx, pooling, batch_size)
+        ctx.batch = None
+        if spec[-1]:  # eager: the batch's description serves the backward too (checked once)
+            ctx.batch = native_ops.Batch(weights, ids, offsets, psw, padding_idx, pooling,
+                                         batch_size)
+            out, argmax = ctx.batch.forward()
+        else:
+            out, argmax = torch.ops.dlrmx.embedding_bag_forward(
+                list(weights), ids, offsets, psw, padding_idx, pooling, batch_size)
         # Plain attributes, not save_for_backward: the fused update writes the weights in place
         # (a saved-tensor version check would trip on a second forward before backward).
         ctx.weights, ctx.argmax, ctx.args, ctx.spec = weights, argmax, (ids, offsets, psw), spec
@@ -185,20 +196,25 @@ class _EmbeddingBags(torch.autograd.Function):
         if optimizer:
             # Eager: the op's CPU kernel itself, one dispatcher round trip less (a few us). Traced
             # (the op's Autograd kernel ran): the op, so the graph records it and its mutations.
-            update = _fused_update_cpu if eager else torch.ops.dlrmx.embedding_bags_update
-            update(*args, optimizer, hyper, skip, state, skipped)
+            if eager:
+                _fused_update_cpu(*args, optimizer, hyper, skip, state, skipped, ctx.batch)
+            else:
+                torch.ops.dlrmx.embedding_bags_update(*args, optimizer, hyper, skip, state, skipped)
             return head + (None,) * len(weights)
         if not any(ctx.needs_input_grad[5:]):
             return head + (None,) * len(weights)
+        batch = ctx.batch if eager and ctx.batch.still_describes(weights) else None
         if sparse:
-            rows, values = torch.ops.dlrmx.embedding_bag_sparse_grad(*args)
+            rows, values = (batch.sparse_grad(grad_out, argmax) if batch else
+                            torch.ops.dlrmx.embedding_bag_sparse_grad(*args))
             grads = [
                 torch.sparse_coo_tensor(r.unsqueeze(0), v, w.shape, is_coalesced=True,
                                         check_invariants=False)
                 for r, v, w in zip(rows, values, weights)
             ]
         else:
-            grads = torch.ops.dlrmx.embedding_bag_dense_grad(*args)
+            grads = (batch.dense_grad(grad_out, argmax) if batch else
+                     torch.ops.dlrmx.embedding_bag_dense_grad(*args))
         grads = [g.to(w.dtype) if w.dtype != g.dtype else g for g, w in zip(grads, weights)]
         return head + tuple(grads)
 
@@ -267,7 +283,7 @@ def _fused_args(fused: "FusedUpdate | None") -> tuple:
         return _NOT_FUSED
     opt = fused.optimizer
     if not torch.compiler.is_compiling():
-        opt.check()  # the C++ update checks again at run time, before any row changes
+        opt.check()  # the native update checks again at run time, before any row changes
     return opt.name, opt.hyper, bool(opt.skip_nonfinite), list(fused.state), opt.skip_counter
 
 
@@ -293,12 +309,12 @@ def _check_batch_size(batch_size) -> None:
 def isa_info() -> dict:
     """ISA levels: compiled, supported by this CPU, and in use."""
     return {
-        "compiled": _C.compiled_isas(),
-        "supported": _C.supported_isas(),
-        "active": _C.active_isa(),
+        "compiled": native.isa_names(0),
+        "supported": native.isa_names(1),
+        "active": native.isa_names(2)[0],
     }
 
 
 def set_isa(name: str) -> None:
     """Force an ISA level for this process (same as DLRMX_CPU_ISA before the first kernel call)."""
-    _C.set_isa(name)
+    native.set_isa(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dlrmx.native import _C  # noqa: F401  (registers torch.ops.dlrmx.*)
+from dlrmx import native_ops  # defines torch.ops.dlrmx.dot_interaction(_backward)
 
 
 @torch.library.register_fake("dlrmx::dot_interaction")

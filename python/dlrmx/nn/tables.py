@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from dlrmx.native import _C
+from dlrmx import native
 
 if TYPE_CHECKING:
     from dlrmx.nn.sparse_optim import SparseOptimizer
@@ -24,7 +24,7 @@ def new_table(shape: tuple[int, ...], dtype: torch.dtype = torch.float32, fill: 
     `with torch.device("meta")`)."""
     t = torch.empty(shape, dtype=dtype, device=device)
     if t.device.type == "cpu" and t.numel() * t.element_size() >= _HUGE_PAGES_FROM:
-        _C.advise_huge_pages(t)
+        native.advise_huge_pages(t)
     if fill is not None:
         t.fill_(fill)
     return t

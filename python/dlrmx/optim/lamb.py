@@ -6,7 +6,7 @@ from typing import Iterable
 
 import torch
 
-from dlrmx import ops  # noqa: F401  (registers torch.ops.dlrmx)
+from dlrmx import native_ops
 from dlrmx.optim._common import FusedOptimizer, check_betas, check_hyper
 
 
@@ -54,7 +54,7 @@ class Lamb(FusedOptimizer):
         # Parameters of one group always step together, so they share one step count.
         step = int(self.state[params[0]]["step"])
         b1, b2 = group["betas"]
-        torch.ops.dlrmx.lamb_step(
+        native_ops.kernels().lamb_step(
             params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params],
             [self.state[p]["exp_avg_sq"] for p in params], float(group["lr"]), b1, b2,
             group["eps"], group["weight_decay"], group["max_weight_norm"],

@@ -6,7 +6,7 @@ from typing import Iterable
 
 import torch
 
-from dlrmx import ops  # noqa: F401  (registers torch.ops.dlrmx)
+from dlrmx import native_ops
 from dlrmx.nn.sparse_optim import split_fp32
 from dlrmx.optim._common import FusedOptimizer, check_hyper
 
@@ -61,6 +61,6 @@ class SplitSGD(FusedOptimizer):
     hyper = ("lr", "weight_decay")
 
     def _update(self, group: dict, params: list[torch.Tensor]) -> None:
-        torch.ops.dlrmx.split_sgd_step(params, [self.state[p]["trail"] for p in params],
-                                       [p.grad for p in params], float(group["lr"]),
-                                       group["weight_decay"])
+        native_ops.kernels().split_sgd_step(
+            params, [self.state[p]["trail"] for p in params], [p.grad for p in params],
+            float(group["lr"]), group["weight_decay"])
