@@ -212,3 +212,22 @@ def test_bf16_forward_matches_fp32_of_the_same_values(isa, pooling, weighted):
                                                      per_sample_weights=table_psw))
         start += ids.numel()
     torch.testing.assert_close(got, torch.cat(ref, dim=1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_backward_after_the_weights_moved_updates_them_where_they_are_now():
+    # The forward's checked batch serves the backward only while the weights stay in place:
+    # after `.data` is swapped (new storage), the update must land in the new storage.
+    ebc = dn.EmbeddingBagCollection([(10, 4), (6, 4)], optimizer=dn.SGD(lr=1.0))
+    ids, offsets = torch.tensor([1, 2, 5, 5]), torch.tensor([0, 1, 2, 3, 4])
+    out = ebc(ids, offsets=offsets)
+    old = [w.detach() for w in ebc.weights]
+    before = [o.clone() for o in old]
+    for w in ebc.weights:
+        w.data = w.detach().clone()
+    out.backward(torch.ones(2, 8))
+    want = [b.clone() for b in before]
+    want[0][[1, 2]] -= 1.0  # table 0: rows 1 and 2 once each
+    want[1][5] -= 2.0  # table 1: row 5 in both bags
+    for t in range(2):
+        torch.testing.assert_close(ebc.weights[t].detach(), want[t])
+        torch.testing.assert_close(old[t], before[t])  # the old storage is left alone

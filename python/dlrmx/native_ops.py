@@ -47,19 +47,18 @@ _LIB.define("split_sgd_step(Tensor(a!)[] params, Tensor(b!)[] trails, Tensor[] g
 
 # Every pointer goes as a plain address (c_void_p takes a Python int, the fastest conversion).
 _P, _I32, _I64, _F64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_double
-_PP = _PI64 = _P
 _c = native.declare
 _forward = _c("dlrmx_embedding_bag_forward", _P, _P, _P)
-_dense_grad = _c("dlrmx_embedding_bag_dense_grad", _P, _P, _P, _PP)
-_sparse_plan = _c("dlrmx_embedding_bag_sparse_plan", _P, _PI64)
-_sparse_grad = _c("dlrmx_embedding_bag_sparse_grad", _P, _P, _P, _PP, _PP)
-_update = _c("dlrmx_embedding_bag_update", _P, _P, _P, _I32, _F64, _F64, _PP, _I64)
+_dense_grad = _c("dlrmx_embedding_bag_dense_grad", _P, _P, _P, _P)
+_sparse_plan = _c("dlrmx_embedding_bag_sparse_plan", _P, _P)
+_sparse_grad = _c("dlrmx_embedding_bag_sparse_grad", _P, _P, _P, _P, _P)
+_update = _c("dlrmx_embedding_bag_update", _P, _P, _P, _I32, _F64, _F64, _P, _I64)
 _dot_forward = _c("dlrmx_dot_interaction_forward", _I32, _P, _P, _I64, _I64, _I64, _P, _I32)
 _dot_backward = _c("dlrmx_dot_interaction_backward", _I32, _P, _P, _P, _I64, _I64, _I64, _P, _P,
                    _I32)
-_lamb = _c("dlrmx_lamb_step", _I64, _PP, _PP, _PP, _PP, _PI64, _F64, _F64, _F64, _F64, _F64, _F64,
+_lamb = _c("dlrmx_lamb_step", _I64, _P, _P, _P, _P, _P, _F64, _F64, _F64, _F64, _F64, _F64,
            _I32, _I64, _I32)
-_split_sgd = _c("dlrmx_split_sgd_step", _I64, _PP, _PP, _PP, _PI64, _F64, _F64, _I32)
+_split_sgd = _c("dlrmx_split_sgd_step", _I64, _P, _P, _P, _P, _F64, _F64, _I32)
 
 _F32, _BF16, _INT32, _INT64 = 0, 1, 2, 3
 _CODES = {torch.float32: _F32, torch.bfloat16: _BF16, torch.int32: _INT32, torch.int64: _INT64}
