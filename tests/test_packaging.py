@@ -82,3 +82,21 @@ def test_sdist_holds_only_what_a_build_needs(tmp_path, monkeypatch):
     assert {"CMakeLists.txt", "pyproject.toml", "LICENSE", "README.md", "csrc", "kernels",
             "python"} <= top
     assert not top & {".ci", "ci", "bench", "tests"}, top
+
+
+def test_the_batch_description_matches_the_c_header():
+    # dlrmx.native_ops.Batch writes the DLRMX_BAGS_* fields by position: the header's order.
+    import re
+
+    from dlrmx import native_ops
+
+    header = (ROOT / "csrc" / "dlrmx.h").read_text()
+    block = header[header.index("DLRMX_BAGS_NUM_TABLES = 0"):]
+    block = block[:block.index("DLRMX_BAGS_HEADER") + len("DLRMX_BAGS_HEADER")]
+    fields = re.findall(r"^\s*DLRMX_BAGS_([A-Z_]+)", block, flags=re.M)
+    assert fields.index("NUM_THREADS") == native_ops._NUM_THREADS
+    w = [torch.zeros(3, 2), torch.zeros(4, 2)]
+    b = native_ops.Batch(w, torch.tensor([0, 1]), torch.tensor([0, 1, 1, 2, 2]), None, [-1, 1], 0, 2)
+    assert len(b.desc) == fields.index("HEADER") + 4 * len(w)
+    assert list(b.desc)[fields.index("HEADER"):] == [w[0].data_ptr(), w[1].data_ptr(), 3, 4, 2, 2, -1, 1]
+    assert b.desc[fields.index("BATCH_SIZE")] == 2 and b.desc[fields.index("NUM_IDS")] == 2

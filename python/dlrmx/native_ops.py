@@ -64,6 +64,7 @@ _F32, _BF16, _INT32, _INT64 = 0, 1, 2, 3
 _CODES = {torch.float32: _F32, torch.bfloat16: _BF16, torch.int32: _INT32, torch.int64: _INT64}
 OPTIMIZERS = {"sgd": 0, "split_sgd": 1, "rowwise_adagrad": 2, "adagrad": 3}
 _STRIDED, _INDEX_DTYPES = torch.strided, (torch.int32, torch.int64)
+_NUM_THREADS = 10  # csrc/dlrmx.h: DLRMX_BAGS_NUM_THREADS, the description's thread count
 
 
 def _ptrs(tensors) -> array:
@@ -304,7 +305,7 @@ class Batch:
         thread count is refreshed."""
         if [w.data_ptr() for w in weights] != self.ptrs:
             return False
-        self.desc[10] = torch.get_num_threads()  # DLRMX_BAGS_NUM_THREADS
+        self.desc[_NUM_THREADS] = torch.get_num_threads()
         return True
 
 
