@@ -10,8 +10,8 @@ under any torch (dlrmx.native). The work is split between the two sides:
 - in C: everything that depends on the data or could overflow (offsets, ids, overlapping
   outputs, hyper-parameters), checked before any weight is written.
 The fast path costs one pass of cheap attribute reads per tensor; the detailed messages are built
-only when a check fails. Modules call the `*_impl` functions directly in eager mode (no
-dispatcher round trip); torch.compile and torch.export see the ops (fake implementations in
+only when a check fails. Eager callers use the implementations directly (EAGER, Batch, kernels():
+no dispatcher round trip); torch.compile and torch.export see the ops (fake implementations in
 dlrmx.ops and dlrmx.models.interaction).
 """
 
