@@ -39,7 +39,8 @@ class TrainConfig:
     arch_mlp_bot: str = _f("13-512-256-64-16", "bottom MLP sizes including the 13 dense inputs; "
                            "the last must equal --arch-sparse-feature-size")
     arch_mlp_top: str = _f("512-256-1", "top MLP sizes after the interaction; must end in 1")
-    arch_interaction_op: str = _f("dot", "feature interaction", ("dot", "cat"))
+    arch_interaction_op: str = _f("dot", "feature interaction: dot (DLRM), cat, or dcn (DCNv2 "
+                                  "low-rank cross layers, MLPerf's DLRMv2)", ("dot", "cat", "dcn"))
     mini_batch_size: int = _f(1024, "training batch size", lo=1)
     test_mini_batch_size: int = _f(-1, "evaluation batch size (-1: 8 x --mini-batch-size)", lo=-1)
     learning_rate: float = _f(0.2, "learning rate (dense and embeddings)", lo=0)
@@ -102,13 +103,27 @@ class TrainConfig:
     numpy_rand_seed: int = _f(123, "seed for data, initialization and shuffling", lo=0,
                               hi=INT64_MAX)
     # --- dlrmx's own ---
+    preset: str = _f("", "mlperf-dlrmv2: MLPerf's DLRMv2 (DCNv2, dim 128, multi-hot, Adagrad; "
+                     "tables scaled to fit this machine, said so); flags given still override",
+                     ("", "mlperf-dlrmv2"))
+    dcn_num_layers: int = _f(3, "--arch-interaction-op dcn: cross layers", lo=1, hi=64)
+    dcn_low_rank_dim: int = _f(512, "--arch-interaction-op dcn: rank of each cross layer", lo=1)
+    multi_hot_sizes: str = _f("", "ids per bag of each table, dash-separated (or one number for "
+                              "all; 'mlperf': MLPerf DLRMv2's 3-2-1-2-6-...): multi-hot inputs "
+                              "made from one-hot ids by MLPerf's rule (empty: one-hot)")
+    multi_hot_distribution: str = _f("uniform", "how the extra multi-hot ids are drawn (MLPerf's "
+                                     "materialization)", ("uniform", "pareto"))
     optimizer: str = _f("sgd", "sgd: SGD everywhere (the reference); split_sgd: split-SGD "
                         "embeddings; rowwise_adagrad (the reference's rwsadagrad)/adagrad: "
                         "Adagrad (row-wise for tables); lamb: LAMB for the MLPs, SGD tables; "
                         "hybrid: LAMB MLPs, split-SGD tables", OPTIMIZERS)
-    precision: str = _f("fp32", "bf16: bf16 MLP weights and tables with exact fp32 master "
-                        "weights (split-SGD; LAMB/Adagrad MLPs stay fp32 under autocast)",
-                        ("fp32", "bf16"))
+    precision: str = _f("auto", "auto: bf16 where this CPU has native bf16 dot products and a "
+                        "start-up measurement at the model's shapes finds it faster, else fp32; "
+                        "bf16: bf16 MLP weights and tables with exact fp32 master weights "
+                        "(split-SGD; LAMB/Adagrad MLPs stay fp32 under autocast)",
+                        ("auto", "fp32", "bf16"))
+    gemm_library: str = _f("auto", "fp32 MLP GEMMs: auto (measured per shape at start-up), "
+                           "onednn, or mkl (torch's default)", ("auto", "onednn", "mkl"))
     threads: int = _f(0, "torch threads (0: leave torch's default)", lo=0, hi=4096)
     run_dir: str = _f("runs/default", "where config, metrics.jsonl, plots and checkpoints go")
     resume: bool = _f(False, "continue the run in --run-dir from its checkpoint")
