@@ -16,27 +16,11 @@ from torch import nn
 
 from dlrmx import ops
 from dlrmx.models.interaction import cat_interaction, dot_interaction, interaction_width
+from dlrmx.models.mlp import make_mlp
 from dlrmx.nn import EmbeddingBagCollection, SparseOptimizer
 
 torch.fx.wrap("dot_interaction")  # leaf calls under torch.fx.symbolic_trace (see interaction.py)
 torch.fx.wrap("cat_interaction")
-
-
-def make_mlp(sizes: Sequence[int], last_relu: bool, generator: torch.Generator | None = None
-             ) -> nn.Sequential:
-    """Linear layers sizes[0] -> sizes[1] -> ...; ReLU after each (after the last one only if
-    last_relu). Reference init: W ~ N(0, sqrt(2/(in+out))), b ~ N(0, sqrt(1/out))."""
-    layers: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        n, m = sizes[i], sizes[i + 1]
-        lin = nn.Linear(n, m)
-        with torch.no_grad():
-            lin.weight.normal_(0.0, math.sqrt(2.0 / (m + n)), generator=generator)
-            lin.bias.normal_(0.0, math.sqrt(1.0 / m), generator=generator)
-        layers.append(lin)
-        if i < len(sizes) - 2 or last_relu:
-            layers.append(nn.ReLU(inplace=True))  # addmm backward needs not its output
-    return nn.Sequential(*layers)
 
 
 class DLRM(nn.Module):

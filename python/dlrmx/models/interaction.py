@@ -74,6 +74,6 @@ def interaction_width(op: str, dim: int, num_tables: int) -> int:
     f = num_tables + 1
     if op == "dot":
         return dim + f * (f - 1) // 2
-    if op == "cat":
+    if op in ("cat", "dcn"):  # dcn: the cross layers keep the concatenation's width
         return dim * f
-    raise ValueError(f"--arch-interaction-op must be 'dot' or 'cat', got {op!r}")
+    raise ValueError(f"--arch-interaction-op must be 'dot', 'cat' or 'dcn', got {op!r}")

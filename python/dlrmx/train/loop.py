@@ -20,8 +20,11 @@ import dlrmx.nn as dnn
 from dlrmx import atomic
 from dlrmx.data.loader import BatchSource, Prefetcher
 from dlrmx.models import DLRM
+from dlrmx.models.interaction import interaction_width
+from dlrmx.models.mlp import plan_gemms
 from dlrmx.optim import Lamb, SplitSGD, WarmupPolyDecay
 from dlrmx.train import checkpoint as ckpt
+from dlrmx.train import precision
 from dlrmx.train.config import TrainConfig
 from dlrmx.train.memory import check_fits
 from dlrmx.train.metrics import evaluate, roc_auc
@@ -164,14 +167,18 @@ def run(config: TrainConfig | dict[str, Any],
     if cfg.resume:
         state = ckpt.load(ckpt_path)
         cfg = _resumed_config(cfg, state, ckpt_path)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     mlperf = MLPerfLog(cfg.mlperf_logging, run_dir / "mlperf_log.txt")
     mlperf.start("init_start")
 
     torch.manual_seed(cfg.numpy_rand_seed)
     source = make_source(cfg, progress=cfg.progress and sys.stderr.isatty())
+    chosen = _resolve_precision(cfg, len(source.table_sizes))  # before the model: it sets dtypes
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     check_fits(cfg, source.table_sizes, sparse_optimizer_name(cfg))
     model, dense_opt = make_model(cfg, source.table_sizes)
+    chosen["gemms"] = plan_gemms(model, cfg.mini_batch_size, cfg.gemm_library)
+    (run_dir / "precision.json").write_text(json.dumps(chosen, indent=1))
+    print(f"GEMMs: {_gemm_summary(chosen['gemms'], cfg.gemm_library)}")
     schedule = make_schedule(cfg, model, dense_opt)  # reads the base rates: before any state loads
     per_epoch = source.num_batches("train", cfg.mini_batch_size)
     if cfg.num_batches > 0:  # the reference's --num-batches: at most this many per epoch
@@ -327,6 +334,28 @@ def run(config: TrainConfig | dict[str, Any],
     mlperf.close()
     _profile_report(profiler, run_dir)
     return _finish(cfg, result, best_auc, best_step, log)
+
+
+def _resolve_precision(cfg: TrainConfig, num_tables: int) -> dict[str, Any]:
+    """--precision auto -> fp32 or bf16 (kept in cfg, so config.json, checkpoints and a resume
+    see what ran), printed with the reason."""
+    top_in = interaction_width(cfg.arch_interaction_op, cfg.arch_sparse_feature_size, num_tables)
+    widths = [cfg.bottom_sizes, [top_in, *cfg.top_sizes]]
+    if cfg.arch_interaction_op == "dcn":  # a cross layer's GEMMs: in -> rank -> in
+        widths += [[top_in, cfg.dcn_low_rank_dim, top_in]] * cfg.dcn_num_layers
+    autocast = cfg.optimizer in ("lamb", "hybrid", "adagrad", "rowwise_adagrad")
+    rec = precision.resolve(cfg.precision, widths, cfg.mini_batch_size, autocast)
+    cfg.precision = rec["precision"]
+    print(f"precision: {rec['precision']} ({'auto: ' if rec['requested'] == 'auto' else ''}"
+          f"{rec['reason']})")
+    return rec
+
+
+def _gemm_summary(plan: list[dict[str, Any]], library: str) -> str:
+    picks = [p[k] for p in plan for k in ("forward", "input_grad")]
+    how = "measured per shape" if library == "auto" else "--gemm-library"
+    return (f"oneDNN for {picks.count('onednn')} of {len(picks)} forward/input-gradient GEMMs, "
+            f"torch's default for the rest ({how}; weight gradients on torch's)")
 
 
 def _target_reached(cfg: TrainConfig, m: dict[str, Any]) -> bool:
