@@ -10,6 +10,10 @@ A directory holds
   transformed, and ``{split}_sparse.npy`` (N, n_sparse) int32, or int64 when a table has more
   than 2**31 - 1 rows.
 
+Multi-hot data (`dlrmx.data.multihot`) adds ``multi_hot_sizes`` to spec.json, s_t ids per bag of
+table t: ``{split}_sparse.npy`` is then (N, sum_t s_t), table-grouped (table t's s_t ids in
+contiguous columns, tables in order), and ``produced_by`` says how the ids were made.
+
 Plain NumPy files so that anyone's tools read them and the trainer memory-maps them; only numpy
 is needed here.
 """
@@ -40,6 +44,32 @@ class DataFormatError(ValueError):
 def sparse_dtype(table_sizes: list[int]) -> np.dtype:
     """int32 ids unless some table has more rows than int32 can index."""
     return np.dtype(np.int64 if table_sizes and max(table_sizes) > INT32_MAX else np.int32)
+
+
+def bag_sizes(spec: dict[str, Any]) -> list[int] | None:
+    """spec.json's ``multi_hot_sizes`` (ids per bag of each table), or None for one-hot data;
+    DataFormatError when it is not one positive integer per sparse column."""
+    sizes = spec.get("multi_hot_sizes")
+    if sizes is None:
+        return None
+    n = len(spec.get("sparse_columns", []))
+    if (not isinstance(sizes, list) or len(sizes) != n
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes)):
+        raise DataFormatError(f"spec.json: multi_hot_sizes must be a list of {n} positive "
+                              f"integers (ids per bag, one per sparse column), got {sizes!r}")
+    return list(sizes)
+
+
+def sparse_width(spec: dict[str, Any]) -> int:
+    """Columns of ``{split}_sparse.npy``: one per table, or sum(multi_hot_sizes)."""
+    sizes = bag_sizes(spec)
+    return len(spec["sparse_columns"]) if sizes is None else sum(sizes)
+
+
+def column_tables(spec: dict[str, Any]) -> list[int]:
+    """The table of each column of ``{split}_sparse.npy`` (table-grouped for multi-hot)."""
+    sizes = bag_sizes(spec) or [1] * len(spec["sparse_columns"])
+    return [t for t, s in enumerate(sizes) for _ in range(s)]
 
 
 def split_paths(directory: str | Path, split: str) -> dict[str, Path]:
@@ -177,8 +207,10 @@ def check_ids(sparse: np.ndarray, table_sizes: list[int] | None, where: str, row
 
 def write_spec(directory: str | Path, *, dense_columns: list[str], sparse_columns: list[str],
                label_column: str, table_sizes: list[int], rows: dict[str, int],
-               produced_by: dict[str, Any]) -> dict[str, Any]:
-    """Write ``spec.json`` and return it as a dict."""
+               produced_by: dict[str, Any], multi_hot_sizes: list[int] | None = None
+               ) -> dict[str, Any]:
+    """Write ``spec.json`` and return it as a dict (with ``multi_hot_sizes`` for multi-hot
+    sparse files)."""
     if len(table_sizes) != len(sparse_columns):
         raise ValueError("one table size per sparse column")
     for j, t in enumerate(table_sizes):
@@ -195,6 +227,9 @@ def write_spec(directory: str | Path, *, dense_columns: list[str], sparse_column
         "rows": {s: int(rows.get(s, 0)) for s in SPLITS},
         "produced_by": produced_by,
     }
+    if multi_hot_sizes is not None:
+        spec["multi_hot_sizes"] = [int(s) for s in multi_hot_sizes]
+        bag_sizes(spec)  # one positive size per sparse column
     (Path(directory) / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
     return spec
 
@@ -231,7 +266,7 @@ def open_split(directory: str | Path, split: str, mmap: bool = True) -> Split:
     spec = read_spec(directory)
     n = int(spec["rows"].get(split, 0))
     shapes = {"label": (n,), "dense": (n, len(spec["dense_columns"])),
-              "sparse": (n, len(spec["sparse_columns"]))}
+              "sparse": (n, sparse_width(spec))}
     kinds = {"label": ("biuf", "numeric (int8, or any dtype holding exactly 0 and 1)"),
              "dense": ("f", "float32"),
              "sparse": ("i", "int32 or int64, what the embedding kernels take (convert the file: "

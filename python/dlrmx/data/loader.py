@@ -9,24 +9,33 @@ import queue
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from dlrmx.data.format import SPLITS as SPLIT_NAMES
-from dlrmx.data.format import DataFormatError, open_split, read_spec, sparse_dtype
+from dlrmx.data.format import DataFormatError, bag_sizes, open_split, read_spec, sparse_dtype
 from dlrmx.data.validate import validate_dataset
 from dlrmx.data.synthetic import NUM_DENSE, SyntheticCriteo
+
+if TYPE_CHECKING:  # a run-time import would load dlrmx.data.multihot before `python -m` runs it
+    from dlrmx.data.multihot import MultiHot
 
 
 @dataclass
 class Batch:
     """One mini-batch in the layout the model takes: jagged ids, table-major (bag t*B + b is
-    table t, sample b); one id per bag except for multi-hot random data."""
+    table t, sample b; its ids are values[offsets[t*B + b]:offsets[t*B + b + 1]]).
+
+    One-hot data has one id per bag (values [T*B], offsets 0..T*B). Multi-hot data (MLPerf
+    DLRMv2's, `dlrmx.data.multihot`: s_t ids per bag of table t) holds all of table 0's bags,
+    then table 1's, ...: values [B * sum_t s_t], bag t*B + b being sample b's s_t ids of table
+    t in order, and offsets [T*B + 1] advancing by s_t within table t. The reference's random
+    multi-hot bags (--num-indices-per-lookup) have varying lengths, same layout."""
 
     dense: torch.Tensor    # [B, 13] float32
-    values: torch.Tensor   # [T*B] int32/int64, table-major
+    values: torch.Tensor   # [T*B] (multi-hot: [B * sum(bag sizes)]) int32/int64, table-major
     offsets: torch.Tensor  # [T*B + 1] int64
     label: torch.Tensor    # [B] float32
     prob: torch.Tensor | None = None  # [B] teacher probability (synthetic data only)
@@ -37,11 +46,44 @@ class Batch:
 
 
 _OFFSETS: dict[int, torch.Tensor] = {}
+_BAG_OFFSETS: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
+
+
+def bag_offsets(batch_size: int, bag_sizes: Sequence[int]) -> torch.Tensor:
+    """Offsets [T*B + 1] of fixed-size bags, table-major (table t's B bags hold bag_sizes[t]
+    ids each); cached per (B, sizes) and shared by every batch of that shape (read-only)."""
+    key = (int(batch_size), tuple(int(s) for s in bag_sizes))
+    offsets = _BAG_OFFSETS.get(key)
+    if offsets is None:
+        lengths = np.repeat(np.asarray(key[1], dtype=np.int64), key[0])
+        o = np.zeros(lengths.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=o[1:])
+        offsets = _BAG_OFFSETS.setdefault(key, torch.from_numpy(o))
+    return offsets
 
 
 def make_batch(dense: np.ndarray, sparse: np.ndarray, label: np.ndarray,
-               prob: np.ndarray | None = None) -> Batch:
-    """[B, 13] dense, [B, T] ids, [B] labels (NumPy) -> a Batch (ids transposed table-major)."""
+               prob: np.ndarray | None = None, bag_sizes: Sequence[int] | None = None) -> Batch:
+    """[B, 13] dense, [B, T] ids, [B] labels (NumPy) -> a Batch (ids transposed table-major).
+
+    With `bag_sizes` (s_t ids per bag of table t) `sparse` is multi-hot, [B, sum(bag_sizes)]
+    table-grouped (table t's s_t ids in contiguous columns, tables in order), and the Batch
+    gets table t's B bags of s_t ids after table t-1's (see Batch)."""
+    if bag_sizes is not None:
+        b, width = sparse.shape
+        if width != sum(bag_sizes):
+            raise ValueError(f"make_batch: sparse has {width} columns but bag_sizes add up to "
+                             f"{sum(bag_sizes)} (table-grouped multi-hot ids)")
+        flat = np.empty(b * width, dtype=sparse.dtype)
+        col = 0
+        for s in bag_sizes:  # table t's [B, s_t] block, row by row: one copy per table
+            flat[b * col:b * (col + s)].reshape(b, s)[...] = sparse[:, col:col + s]
+            col += s
+        values = torch.from_numpy(flat)
+        return Batch(torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)), values,
+                     bag_offsets(b, bag_sizes),
+                     torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32)),
+                     None if prob is None else torch.from_numpy(prob))
     b, t = sparse.shape
     n = b * t
     offsets = _OFFSETS.get(n)
@@ -55,9 +97,13 @@ def make_batch(dense: np.ndarray, sparse: np.ndarray, label: np.ndarray,
 
 # ---------------------------------------------------------------------------------- sources
 class BatchSource:
-    """Batch i of a split, as a pure function of i (so any position can be resumed)."""
+    """Batch i of a split, as a pure function of i (so any position can be resumed).
+
+    `multi_hot_sizes`: ids per bag of each table when every bag has a fixed size (MLPerf
+    multi-hot), None for one-hot data or the reference's random bags."""
 
     table_sizes: list[int]
+    multi_hot_sizes: list[int] | None = None
 
     def num_batches(self, split: str, batch_size: int) -> int:
         raise NotImplementedError
@@ -68,11 +114,15 @@ class BatchSource:
 
 class SyntheticSource(BatchSource):
     """The planted-teacher data. Train is unbounded (an epoch is `train_batches` batches);
-    val/test are fixed sets of `eval_samples` samples."""
+    val/test are fixed sets of `eval_samples` samples. With `multi_hot` each sample's ids are
+    expanded into MLPerf multi-hot bags (the teacher's labels still come from the one-hot ids)."""
 
-    def __init__(self, gen: SyntheticCriteo, train_batches: int, eval_samples: int) -> None:
+    def __init__(self, gen: SyntheticCriteo, train_batches: int, eval_samples: int,
+                 multi_hot: MultiHot | None = None) -> None:
         self.gen, self.train_batches, self.eval_samples = gen, train_batches, eval_samples
         self.table_sizes = gen.sizes
+        self.multi_hot = _check_multi_hot(multi_hot, self.table_sizes)
+        self.multi_hot_sizes = None if multi_hot is None else list(multi_hot.sizes)
 
     def num_batches(self, split: str, batch_size: int) -> int:
         if split == "train":
@@ -86,7 +136,17 @@ class SyntheticSource(BatchSource):
         else:
             size = min(batch_size, self.eval_samples - index * batch_size)
         sb = self.gen.batch(split, index, size)
+        if self.multi_hot is not None:
+            return make_batch(sb.dense, self.multi_hot.expand(sb.sparse), sb.label, sb.prob,
+                              self.multi_hot.sizes)
         return make_batch(sb.dense, sb.sparse, sb.label, sb.prob)
+
+
+def _check_multi_hot(multi_hot: MultiHot | None, table_sizes: Sequence[int]) -> MultiHot | None:
+    if multi_hot is not None and list(multi_hot.table_sizes) != list(table_sizes):
+        raise ValueError(f"multi_hot: built for table sizes {multi_hot.table_sizes}, but the "
+                         f"data has {list(table_sizes)}")
+    return multi_hot
 
 
 class RandomSource(BatchSource):
@@ -100,15 +160,22 @@ class RandomSource(BatchSource):
     Batch (split, epoch, index) is a pure function of its own RNG stream, drawn in this order:
     dense (B, 13); then for N=1 fixed ids (B, T); for N>1 fixed ids (T, B, N); not fixed u (T, B)
     and then all ids, table-major and bag by bag; finally the labels (B,).
+
+    With `multi_hot` (MLPerf's multi-hot, `dlrmx.data.multihot`) each bag is instead the
+    expansion of one uniform id: the ids are drawn as for N=1 fixed, (B, T), and expanded, and
+    --num-indices-per-lookup(-fixed) do not apply.
     """
 
     def __init__(self, table_sizes: Sequence[int], num_batches: int, seed: int,
-                 num_indices_per_lookup: int = 1, fixed: bool = True) -> None:
+                 num_indices_per_lookup: int = 1, fixed: bool = True,
+                 multi_hot: MultiHot | None = None) -> None:
         if num_indices_per_lookup < 1:
             raise ValueError(f"--num-indices-per-lookup must be >= 1, got {num_indices_per_lookup}")
         self.table_sizes, self.n, self.seed = list(table_sizes), num_batches, seed
         self.per_lookup, self.fixed = int(num_indices_per_lookup), bool(fixed)
         self.id_dtype = sparse_dtype(self.table_sizes)
+        self.multi_hot = _check_multi_hot(multi_hot, self.table_sizes)
+        self.multi_hot_sizes = None if multi_hot is None else list(multi_hot.sizes)
 
     def num_batches(self, split: str, batch_size: int) -> int:
         return self.n if split == "train" else max(1, self.n // 10)
@@ -117,10 +184,13 @@ class RandomSource(BatchSource):
         rng = np.random.default_rng([self.seed, SPLIT_NAMES.index(split), epoch, index])
         dense = rng.random((batch_size, NUM_DENSE), dtype=np.float32)
         high = np.asarray(self.table_sizes, dtype=np.int64)
-        if self.fixed and self.per_lookup == 1:  # one id per bag: the plain layout
+        if self.multi_hot is not None or (self.fixed and self.per_lookup == 1):
             sparse = rng.integers(0, high, (batch_size, len(high))).astype(self.id_dtype)
             label = rng.integers(0, 2, batch_size).astype(np.float32)
-            return make_batch(dense, sparse, label)
+            if self.multi_hot is not None:
+                return make_batch(dense, self.multi_hot.expand(sparse), label,
+                                  bag_sizes=self.multi_hot.sizes)
+            return make_batch(dense, sparse, label)  # one id per bag: the plain layout
         values, offsets = self._bags(rng, high, batch_size)
         label = rng.integers(0, 2, batch_size).astype(np.float32)
         return Batch(torch.from_numpy(dense), torch.from_numpy(values), torch.from_numpy(offsets),
@@ -199,16 +269,28 @@ class FileSource(BatchSource):
 
     `sub_sample_rate` > 0 drops negative train rows as the reference's --data-sub-sample-rate
     (`kept_rows`); the block schedule then runs over the kept rows.
+
+    A directory whose spec.json has `multi_hot_sizes` (written by `python -m
+    dlrmx.data.multihot`) gives multi-hot batches as stored; `multi_hot` expands one-hot files
+    batch by batch instead (refused for files that are multi-hot already).
     """
 
     def __init__(self, directory: str | Path, seed: int = 0, block_batches: int = 16,
-                 shuffle: bool = True, sub_sample_rate: float = 0.0) -> None:
+                 shuffle: bool = True, sub_sample_rate: float = 0.0,
+                 multi_hot: MultiHot | None = None) -> None:
         if block_batches < 1:
             raise ValueError(f"block_batches must be >= 1, got {block_batches}")
         self.dir = Path(directory)
         validate_dataset(self.dir)
         self.spec = read_spec(self.dir)
         self.table_sizes = [int(c) for c in self.spec["table_sizes"]]
+        self.stored_bag_sizes = bag_sizes(self.spec)
+        if self.stored_bag_sizes is not None and multi_hot is not None:
+            raise ValueError(f"{self.dir} is multi-hot already (spec.json multi_hot_sizes "
+                             f"{self.stored_bag_sizes}); it cannot be expanded again")
+        self.multi_hot = _check_multi_hot(multi_hot, self.table_sizes)
+        self.multi_hot_sizes = (self.stored_bag_sizes if multi_hot is None
+                                else list(multi_hot.sizes))
         self.seed, self.block_batches, self.shuffle = seed, block_batches, shuffle
         self.splits = {s: open_split(self.dir, s) for s in SPLIT_NAMES
                        if int(self.spec["rows"].get(s, 0)) > 0}
@@ -234,15 +316,20 @@ class FileSource(BatchSource):
         if split != "train":
             sl = slice(index * batch_size, min((index + 1) * batch_size, len(data)))
             # copies: the memory maps are read-only
-            return make_batch(np.array(data.dense[sl]), np.array(data.sparse[sl]),
-                              np.asarray(data.label[sl], dtype=np.float32))
+            return self._batch(np.array(data.dense[sl]), np.array(data.sparse[sl]),
+                               np.asarray(data.label[sl], dtype=np.float32))
         if self.shuffle:
             pos = self._shuffled_positions(index, batch_size, epoch)
         else:
             pos = np.arange(index * batch_size, (index + 1) * batch_size)
         rows = pos if self.kept is None else self.kept[pos]
-        return make_batch(data.dense[rows], data.sparse[rows],
-                          np.asarray(data.label[rows], dtype=np.float32))
+        return self._batch(data.dense[rows], data.sparse[rows],
+                           np.asarray(data.label[rows], dtype=np.float32))
+
+    def _batch(self, dense: np.ndarray, sparse: np.ndarray, label: np.ndarray) -> Batch:
+        if self.multi_hot is not None:
+            sparse = self.multi_hot.expand(sparse)
+        return make_batch(dense, sparse, label, bag_sizes=self.multi_hot_sizes)
 
     def _shuffled_positions(self, index: int, batch_size: int, epoch: int) -> np.ndarray:
         """Positions (into the train rows, or the kept rows) of train batch `index`, ascending."""

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from dlrmx.data.format import SPLITS, DataFormatError, open_split, read_spec, split_paths
+from dlrmx.data.format import (SPLITS, DataFormatError, bag_sizes, column_tables, open_split,
+                               read_spec, split_paths)
 
 STATS_FILE = ".dlrmx-stats.json"
 STATS_VERSION = 1
@@ -51,6 +52,10 @@ def check_spec(spec: dict[str, Any], path: Path) -> None:
         if not _is_int(t) or t <= 0:
             raise DataFormatError(f"{path}: table_sizes[{j}] ({names[j]}) = {t!r}; every table "
                                   f"needs a positive integer number of rows; {FIX}")
+    try:
+        bag_sizes(spec)  # multi-hot: one positive ids-per-bag count per sparse column
+    except DataFormatError as e:
+        raise DataFormatError(f"{path}: {str(e).removeprefix('spec.json: ')}; {FIX}") from None
     rows = spec["rows"]
     if not isinstance(rows, dict):
         raise DataFormatError(f"{path}: rows must map split names to row counts, got {rows!r}")
@@ -160,14 +165,19 @@ def _check_sparse(path: Path, arr: np.ndarray, stats: dict[str, Any], spec: dict
     if stats["min"] is None:
         return
     sizes, names = spec["table_sizes"], spec["sparse_columns"]
+    tables, per_bag = column_tables(spec), bag_sizes(spec)
     for j, (low, high) in enumerate(zip(stats["min"], stats["max"])):
-        size = int(sizes[j])
+        t = tables[j]  # multi-hot files hold several columns per table
+        size = int(sizes[t])
         if low >= 0 and high < size:
             continue
         r = _first_bad_row(arr[:, j], lambda c: (c < 0) | (c >= size))
         v = int(arr[r, j])
-        what = "is negative" if v < 0 else f"is >= table_sizes[{j}] = {size} in spec.json"
-        raise DataFormatError(f"{path}: column {names[j]} (index {j}): id {v} at row {r} {what}"
+        what = "is negative" if v < 0 else f"is >= table_sizes[{t}] = {size} in spec.json"
+        where = (f"column {names[t]} (index {t})" if per_bag is None else
+                 f"column {names[t]} (table {t}; file column {j}, id {j - tables.index(t) + 1} "
+                 f"of its {per_bag[t]} per bag)")
+        raise DataFormatError(f"{path}: {where}: id {v} at row {r} {what}"
                               f" (ids must be in [0, {size})); {FIX}")
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from dlrmx.data.loader import BatchSource, FileSource, RandomSource, SyntheticSource
+from dlrmx.data.multihot import MLPERF_SEED, MultiHot, parse_multi_hot_sizes
 from dlrmx.data.synthetic import SyntheticCriteo, table_sizes
 from dlrmx.train.config import TrainConfig, _sizes
 
@@ -17,22 +18,70 @@ RANDOM_DEFAULT_BATCHES = 1000
 
 
 def make_source(cfg: TrainConfig, progress: bool = False) -> BatchSource:
+    """The run's batches. --multi-hot-sizes makes every source's bags MLPerf multi-hot
+    (`multi_hot`); a directory written multi-hot already is read as stored."""
     if cfg.data_generation == "dataset":
-        return FileSource(training_directory(cfg, progress), seed=cfg.numpy_rand_seed,
-                          shuffle=cfg.data_randomize != "none",
-                          sub_sample_rate=cfg.data_sub_sample_rate)
+        d = training_directory(cfg, progress)
+        return FileSource(d, seed=cfg.numpy_rand_seed, shuffle=cfg.data_randomize != "none",
+                          sub_sample_rate=cfg.data_sub_sample_rate,
+                          multi_hot=_dataset_multi_hot(cfg, d))
     if cfg.data_generation == "random":
         n = (math.ceil(cfg.data_size / cfg.mini_batch_size) if cfg.data_size
              else cfg.num_batches or RANDOM_DEFAULT_BATCHES)
-        return RandomSource(_sizes(cfg.arch_embedding_size, "--arch-embedding-size"), n,
-                            cfg.numpy_rand_seed, num_indices_per_lookup=cfg.num_indices_per_lookup,
-                            fixed=cfg.num_indices_per_lookup_fixed)
+        sizes = _sizes(cfg.arch_embedding_size, "--arch-embedding-size")
+        # with multi-hot each bag is the expansion of one id; --num-indices-per-lookup is unused
+        return RandomSource(sizes, n, cfg.numpy_rand_seed,
+                            num_indices_per_lookup=cfg.num_indices_per_lookup,
+                            fixed=cfg.num_indices_per_lookup_fixed,
+                            multi_hot=multi_hot(cfg, sizes))
     sizes = (_sizes(cfg.arch_embedding_size, "--arch-embedding-size") if cfg.arch_embedding_size
              else table_sizes(cfg.synthetic_preset, cfg.synthetic_scale))
     if len(sizes) != 26:
         raise ValueError(f"--arch-embedding-size: synthetic data has 26 tables, got {len(sizes)}")
     gen = SyntheticCriteo(sizes, seed=cfg.numpy_rand_seed, zipf=cfg.synthetic_zipf)
-    return SyntheticSource(gen, cfg.num_batches or SYNTHETIC_DEFAULT_BATCHES, cfg.eval_samples)
+    return SyntheticSource(gen, cfg.num_batches or SYNTHETIC_DEFAULT_BATCHES, cfg.eval_samples,
+                           multi_hot=multi_hot(cfg, sizes))
+
+
+def multi_hot(cfg: TrainConfig, table_sizes: list[int]) -> MultiHot | None:
+    """--multi-hot-sizes / --multi-hot-distribution as a MultiHot for these tables (None: one-
+    hot). Its lookup tables are drawn on first use, after the trainer's memory check.
+
+    Seeded with MLPerf's 0, not --numpy-rand-seed: the lookup tables define the data set (MLPerf
+    fixes them so every rank and every run trains on the same multi-hot data, and the stored
+    materialization is the same data), so changing the run's seed must not change the data."""
+    sizes = parse_multi_hot_sizes(cfg.multi_hot_sizes, len(table_sizes))
+    if sizes is None:
+        return None
+    return MultiHot(table_sizes, sizes, cfg.multi_hot_distribution, seed=MLPERF_SEED)
+
+
+def _dataset_multi_hot(cfg: TrainConfig, directory: Path) -> MultiHot | None:
+    """For one-hot files, the expansion asked for; for files that are multi-hot already, None
+    (read as stored) after checking that the flags, when given, say the same."""
+    from dlrmx.data.format import bag_sizes, read_spec
+    from dlrmx.data.validate import check_spec
+
+    spec = read_spec(directory)
+    check_spec(spec, directory / "spec.json")
+    tables = [int(t) for t in spec["table_sizes"]]
+    stored = bag_sizes(spec)
+    if stored is None:
+        return multi_hot(cfg, tables)
+    asked = parse_multi_hot_sizes(cfg.multi_hot_sizes, len(tables))
+    if asked is not None and asked != stored:
+        raise ValueError(f"--multi-hot-sizes {cfg.multi_hot_sizes}: {directory} is multi-hot "
+                         f"already with sizes {'-'.join(map(str, stored))}; leave "
+                         "--multi-hot-sizes empty (or give those sizes) to train on it, or "
+                         "point --processed-data-file at the one-hot data")
+    made = spec.get("produced_by")
+    made = made.get("multi_hot") if isinstance(made, dict) else None
+    made = made if isinstance(made, dict) else {}
+    if asked is not None and made.get("distribution") not in (None, cfg.multi_hot_distribution):
+        raise ValueError(f"--multi-hot-distribution {cfg.multi_hot_distribution}: {directory} "
+                         f"was materialized with {made['distribution']!r}; leave "
+                         "--multi-hot-sizes empty to train on it as stored")
+    return None
 
 
 def training_directory(cfg: TrainConfig, progress: bool = False) -> Path:
