@@ -32,11 +32,17 @@ def _mlp(sizes: Sequence[int], sigmoid_last: bool) -> nn.Sequential:
 
 class ReferenceDLRM(nn.Module):
     def __init__(self, table_sizes: Sequence[int], dim: int, bottom: Sequence[int],
-                 top: Sequence[int], interaction: str = "dot") -> None:
+                 top: Sequence[int], interaction: str = "dot", dcn_num_layers: int = 3,
+                 dcn_low_rank_dim: int = 512) -> None:
         super().__init__()
         self.interaction = interaction
         f = len(table_sizes) + 1
         top_in = dim + f * (f - 1) // 2 if interaction == "dot" else dim * f
+        if interaction == "dcn":  # DCNv2 low-rank cross layers on [bottom | embeddings]
+            r, n = dcn_low_rank_dim, top_in
+            self.cross_w = nn.ParameterList([nn.Parameter(torch.randn(n, r) / n) for _ in range(dcn_num_layers)])
+            self.cross_v = nn.ParameterList([nn.Parameter(torch.randn(r, n) / n) for _ in range(dcn_num_layers)])
+            self.cross_b = nn.ParameterList([nn.Parameter(torch.zeros(n)) for _ in range(dcn_num_layers)])
         self.bot_l = _mlp(bottom, sigmoid_last=False)
         self.top_l = _mlp([top_in, *top], sigmoid_last=True)
         self.emb_l = nn.ModuleList()
@@ -61,6 +67,12 @@ class ReferenceDLRM(nn.Module):
             r = torch.cat([x, z[:, self.li, self.lj]], dim=1)
         else:
             r = torch.cat([x] + ly, dim=1)
+        if self.interaction == "dcn":  # per sample, column vectors: x0 * (W (V x) + b) + x
+            x0 = r.unsqueeze(2)
+            xl = x0
+            for w, v, b in zip(self.cross_w, self.cross_v, self.cross_b):
+                xl = x0 * (torch.matmul(w, torch.matmul(v, xl)) + b.unsqueeze(1)) + xl
+            r = xl.squeeze(2)
         return self.top_l(r)
 
     def load_from_dlrmx(self, model) -> None:
@@ -74,6 +86,12 @@ class ReferenceDLRM(nn.Module):
                     a.bias.copy_(b.bias)
             for eb, w in zip(self.emb_l, model.embeddings.fp32_weights(), strict=True):
                 eb.weight.copy_(w)
+            if self.interaction == "dcn":
+                c = model.crossnet
+                for dst, src in ((self.cross_w, c.W_kernels), (self.cross_v, c.V_kernels),
+                                 (self.cross_b, c.bias)):
+                    for a, b in zip(dst, src, strict=True):
+                        a.copy_(b)
 
 
 def split_batch(sparse: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

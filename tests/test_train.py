@@ -108,7 +108,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     bad_step = next(i for i in range(16) if not torch.isfinite(src.get("train", i, 128).dense).all()
                     or src.get("train", i, 128).dense.max() > 1e38)
     cfg = _cfg(tmp_path, data_generation="dataset", processed_data_file=str(d),
-               mini_batch_size=128, checkpoint_freq=1)
+               mini_batch_size=128, checkpoint_freq=1, precision="fp32")
     with pytest.raises(NonFiniteLossError, match=f"step {bad_step}"):
         run(cfg)
     state = ckpt.load(tmp_path / "run" / "checkpoint.pt")
@@ -252,3 +252,15 @@ def test_tensorboard_logs_or_a_clear_error(tmp_path):
         return
     run(_cfg(tmp_path, num_batches=5, tensorboard=True))
     assert any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_bf16_run_stops_on_a_poisoned_row_with_finite_weights(tmp_path):
+    """In bf16 the row saturates a logit to -inf: the loss stays finite, the gradients would
+    not; the run must stop before that backward."""
+    d, _ = _dataset(tmp_path, bad_row=700)
+    cfg = _cfg(tmp_path, data_generation="dataset", processed_data_file=str(d),
+               mini_batch_size=128, checkpoint_freq=1, precision="bf16")
+    with pytest.raises(NonFiniteLossError):
+        run(cfg)
+    state = ckpt.load(tmp_path / "run" / "checkpoint.pt")
+    assert all(torch.isfinite(v.float()).all() for v in state["model"].values())

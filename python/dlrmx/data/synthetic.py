@@ -26,7 +26,12 @@ KAGGLE_SIZES = [1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 568
 TERABYTE_SIZES = [39884406, 39043, 17289, 7420, 20263, 3, 7120, 1543, 63, 38532951, 2953546,
                   403346, 10, 2208, 11938, 155, 4, 976, 14, 39979771, 25641295, 39664984, 585935,
                   12972, 108, 36]
-PRESETS = {"kaggle": KAGGLE_SIZES, "terabyte": TERABYTE_SIZES}
+# MLPerf DLRMv2's tables (Criteo 1TB capped at 40M rows; mlcommons/training,
+# recommendation_v2/torchrec_dlrm, --num_embeddings_per_feature)
+MLPERF_SIZES = [40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282,
+                10, 2209, 11938, 155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108,
+                36]
+PRESETS = {"kaggle": KAGGLE_SIZES, "terabyte": TERABYTE_SIZES, "mlperf": MLPERF_SIZES}
 NUM_DENSE = 13
 SPLITS = {"train": 0, "val": 1, "test": 2}
 

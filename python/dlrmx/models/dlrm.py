@@ -1,4 +1,5 @@
-"""`dlrmx.models.DLRM`: bottom MLP, fused EmbeddingBagCollection, interaction, top MLP.
+"""`dlrmx.models.DLRM`: bottom MLP, fused EmbeddingBagCollection, interaction, top MLP; with
+interaction "dcn" the DLRMv2 of MLPerf (DCNv2 cross layers, as TorchRec's DLRM_DCN).
 
 Same architecture and initialization as the reference DLRM (facebookresearch/dlrm): ReLU after
 every bottom layer and every top layer but the last; the last top layer yields a logit (the
@@ -8,13 +9,13 @@ reference applies Sigmoid there; we keep the logit so the loss can be computed s
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from dlrmx import ops
+from dlrmx.models.dcn import LowRankCrossNet
 from dlrmx.models.interaction import cat_interaction, dot_interaction, interaction_width
 from dlrmx.models.mlp import make_mlp
 from dlrmx.nn import EmbeddingBagCollection, SparseOptimizer
@@ -35,7 +36,8 @@ class DLRM(nn.Module):
     def __init__(self, table_sizes: Sequence[int], embedding_dim: int, bottom_mlp: Sequence[int],
                  top_mlp: Sequence[int], interaction: str = "dot",
                  sparse_optimizer: SparseOptimizer | None = None, seed: int | None = None,
-                 embedding_init: Sequence[torch.Tensor] | None = None) -> None:
+                 embedding_init: Sequence[torch.Tensor] | None = None,
+                 dcn_num_layers: int = 3, dcn_low_rank_dim: int = 512) -> None:
         super().__init__()
         if bottom_mlp[-1] != embedding_dim:
             raise ValueError(
@@ -49,15 +51,13 @@ class DLRM(nn.Module):
         top_in = interaction_width(interaction, embedding_dim, len(table_sizes))
         self.bottom = make_mlp(list(bottom_mlp), last_relu=True, generator=gen)
         self.top = make_mlp([top_in, *top_mlp], last_relu=False, generator=gen)
-        if embedding_init is None and gen is not None:  # reference init, but from our generator
-            embedding_init = []
-            for n in table_sizes:
-                bound = math.sqrt(1.0 / n)
-                embedding_init.append(
-                    torch.empty(n, embedding_dim).uniform_(-bound, bound, generator=gen))
+        # DLRMv2 (interaction "dcn"): DCNv2 cross layers over [bottom output | embeddings]
+        self.crossnet = (LowRankCrossNet(top_in, dcn_num_layers, dcn_low_rank_dim, generator=gen)
+                         if interaction == "dcn" else None)
+        # the reference init, from our generator, filled into the tables in place
         self.embeddings = EmbeddingBagCollection(
             [(int(n), embedding_dim) for n in table_sizes], mode="sum",
-            optimizer=sparse_optimizer, init_weights=embedding_init)
+            optimizer=sparse_optimizer, init_weights=embedding_init, generator=gen)
 
     def forward(self, dense: torch.Tensor, values: torch.Tensor, offsets: torch.Tensor
                 ) -> torch.Tensor:
@@ -68,6 +68,8 @@ class DLRM(nn.Module):
             z = dot_interaction(x, emb)
         else:
             z = cat_interaction(x, emb)
+        if self.crossnet is not None:
+            z = self.crossnet(z)
         return self.top(z).squeeze(1)
 
     def __prepare_scriptable__(self):
@@ -80,4 +82,5 @@ class DLRM(nn.Module):
 
     def dense_parameters(self) -> list[nn.Parameter]:
         """The MLP parameters (trained by a torch optimizer; the tables train themselves)."""
-        return [*self.bottom.parameters(), *self.top.parameters()]
+        cross = [] if self.crossnet is None else list(self.crossnet.parameters())
+        return [*self.bottom.parameters(), *cross, *self.top.parameters()]

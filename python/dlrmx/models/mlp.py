@@ -185,3 +185,16 @@ def plan_gemms(module: nn.Module, batch: int, library: str = "auto") -> list[dic
                      "forward": choice[0], "input_grad": choice[1],
                      **{k: round(v * 1e3, 4) for k, v in times.items() if math.isfinite(v)}})
     return plan
+
+
+def apply_plan(module: nn.Module, plan: list[dict]) -> list[dict]:
+    """Set the layers' libraries as `plan_gemms` recorded them (a resumed run computes as the
+    interrupted one did)."""
+    layers = list(linears(module))
+    if len(plan) != len(layers):
+        raise ValueError(f"the GEMM plan has {len(plan)} layers, the model {len(layers)}")
+    for layer, p in zip(layers, plan):
+        if p["forward"] not in LIBRARIES or p["input_grad"] not in LIBRARIES:
+            raise ValueError(f"the GEMM plan names an unknown library: {p}")
+        layer.fwd, layer.bwd = p["forward"], p["input_grad"]
+    return plan

@@ -20,7 +20,7 @@ from torch import nn
 from dlrmx import ops
 from dlrmx.nn.embedding_bag import EmbeddingBag, load_state_tensors
 from dlrmx.nn.sparse_optim import FusedUpdate, SparseOptimizer, combine_fp32
-from dlrmx.nn.tables import new_table, prepare, table_device, write_fp32
+from dlrmx.nn.tables import allocate, fill_rows, new_table, table_device
 
 
 @dataclass
@@ -123,12 +123,14 @@ class EmbeddingBagCollection(nn.Module):
     weights), and the fused optimizer's state stays out of the state_dict as in TorchRec's
     fused collection (`optimizer_state_dict()` / `load_optimizer_state_dict()`).
     `device`: 'cpu' or 'meta' (shapes only; `.to_empty(device='cpu')` then `reset_parameters()`).
+    `generator`: the random stream of the reference init of dlrmx tables (default: torch's).
     """
 
     def __init__(self, tables: Sequence[Any], mode: str | bool | None = None, *,
                  is_weighted: bool = False, device: torch.device | str | None = None,
                  optimizer: SparseOptimizer | None = None, sparse: bool = False,
-                 init_weights: Sequence[torch.Tensor] | None = None) -> None:
+                 init_weights: Sequence[torch.Tensor] | None = None,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         if not tables:
             raise ValueError("need at least one table")
@@ -150,7 +152,7 @@ class EmbeddingBagCollection(nn.Module):
             if mode not in ops.POOLING:
                 raise ValueError(f"mode must be one of {sorted(ops.POOLING)}, got {mode!r}")
             self.mode = mode
-            self._build_native(tables, device, init_weights)
+            self._build_native(tables, device, init_weights, generator)
         # Fused mode: an empty tensor that requires grad keeps the backward (the update) in the graph.
         self._anchor = torch.zeros(0, requires_grad=optimizer is not None)
 
@@ -160,18 +162,26 @@ class EmbeddingBagCollection(nn.Module):
                         init_weights: Sequence[torch.Tensor] | None, init) -> torch.Tensor:
         """Table t's fp32 weight: a copy of init_weights[t], else `init` applied (not on meta)."""
         w = new_table(shape, device=device)
+        self._check_init_shape(t, shape, init_weights)
         if init_weights is not None:
-            if init_weights[t].shape != w.shape:
-                raise ValueError(f"init_weights[{t}] has shape {tuple(init_weights[t].shape)}, "
-                                 f"table {self.tables[t].name} needs {tuple(w.shape)}")
             if not w.is_meta:
                 w.copy_(init_weights[t].detach())
         elif not w.is_meta:
             init(w)
         return w
 
+    def _check_init_shape(self, t: int, shape: tuple[int, int],
+                          init_weights: Sequence[torch.Tensor] | None) -> None:
+        if init_weights is not None and tuple(init_weights[t].shape) != shape:
+            raise ValueError(f"init_weights[{t}] has shape {tuple(init_weights[t].shape)}, "
+                             f"table {self.tables[t].name} needs {shape}")
+
     def _build_native(self, tables: Sequence[Any], device: torch.device,
-                      init_weights: Sequence[torch.Tensor] | None) -> None:
+                      init_weights: Sequence[torch.Tensor] | None,
+                      generator: torch.Generator | None) -> None:
+        """Each table is allocated as its optimizer stores it and filled in place, a chunk of
+        rows at a time (split-SGD: bf16 halves and trail straight from each fp32 chunk): the
+        trainer's peak memory stays at the tables' own bytes."""
         self.tables = [_as_config(i, t) for i, t in enumerate(tables)]
         self._features = [t.name for t in self.tables]
         self._embedding_names = list(self._features)
@@ -179,9 +189,15 @@ class EmbeddingBagCollection(nn.Module):
         self.weights = nn.ParameterList()
         self._state_names: list[str] = []
         for t, cfg in enumerate(self.tables):
-            w = self._initial_weight(t, (cfg.num_embeddings, cfg.embedding_dim), device,
-                                     init_weights, _reference_init)
-            w, state = (w, None) if self.optimizer is None else prepare(self.optimizer, w)
+            shape = (cfg.num_embeddings, cfg.embedding_dim)
+            self._check_init_shape(t, shape, init_weights)
+            w, state = allocate(self.optimizer, shape, device)
+            if not w.is_meta:
+                if init_weights is not None:
+                    src = init_weights[t].detach()
+                    fill_rows(self.optimizer, w, state, lambda r0, r1: src[r0:r1].float())
+                else:
+                    fill_rows(self.optimizer, w, state, _reference_init_rows(shape, generator))
             self.weights.append(nn.Parameter(w, requires_grad=self.optimizer is None))
             if state is not None:
                 self.register_buffer(f"state_{t}", state)
@@ -222,9 +238,8 @@ class EmbeddingBagCollection(nn.Module):
             return
         state = self.optimizer_state()
         for t, w in enumerate(self.weights):
-            fp32 = torch.empty(w.shape)
-            _reference_init(fp32)
-            write_fp32(self.optimizer, w, state[t] if state else None, fp32)
+            fill_rows(self.optimizer, w, state[t] if state else None,
+                      _reference_init_rows(tuple(w.shape), None))
 
     # ---- tables and state ---------------------------------------------------------------------
 
@@ -386,10 +401,11 @@ def jagged_offsets(values: Any, offsets: Any, lengths: Any, groups: int, feature
 torch.fx.wrap("jagged_offsets")
 
 
-def _reference_init(w: torch.Tensor) -> None:
-    """The reference DLRM's initialization: U(-sqrt(1/rows), sqrt(1/rows))."""
-    bound = math.sqrt(1.0 / w.shape[0])
-    w.uniform_(-bound, bound)
+def _reference_init_rows(shape: tuple[int, int], generator: torch.Generator | None):
+    """The reference DLRM's initialization, U(-sqrt(1/rows), sqrt(1/rows)), as a function of
+    a row range (drawn in order from `generator`, or torch's global one)."""
+    bound = math.sqrt(1.0 / shape[0])
+    return lambda r0, r1: torch.empty(r1 - r0, shape[1]).uniform_(-bound, bound, generator=generator)
 
 
 def _init_fn(cfg: Any):

@@ -47,6 +47,33 @@ def prepare(optimizer: "SparseOptimizer", fp32: torch.Tensor
         return optimizer.prepare(fp32)
 
 
+CHUNK_ELEMENTS = 1 << 18  # 1 MiB of fp32 at a time: small transients are reused, not left as holes
+
+
+def allocate(optimizer: "SparseOptimizer | None", shape: tuple[int, int], device: torch.device
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An uninitialized table as `optimizer` stores it, and its state: shapes and dtypes come
+    from a meta dry run of optimizer.prepare, so no fp32 copy of the table is ever made."""
+    if optimizer is None:
+        return new_table(shape, device=device), None
+    with torch.device("meta"):
+        stored, state = optimizer.prepare(torch.empty(shape))
+    weight = new_table(tuple(stored.shape), stored.dtype, device=device)
+    return weight, None if state is None else new_table(tuple(state.shape), state.dtype, device=device)
+
+
+def fill_rows(optimizer: "SparseOptimizer | None", weight: torch.Tensor,
+              state: torch.Tensor | None, make_fp32) -> None:
+    """Fill a table chunk by chunk: `make_fp32(r0, r1)` gives the fp32 values of rows r0..r1,
+    stored as the optimizer keeps them (with fresh state). Peak extra memory: one chunk."""
+    rows, dim = weight.shape
+    step = max(1, CHUNK_ELEMENTS // max(1, dim))
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        write_fp32(optimizer, weight[r0:r1], None if state is None else state[r0:r1],
+                   make_fp32(r0, r1))
+
+
 def write_fp32(optimizer: "SparseOptimizer | None", weight: torch.Tensor,
                state: torch.Tensor | None, fp32: torch.Tensor) -> None:
     """Store fp32 values into a table as `optimizer` keeps it, in place (split-SGD: bf16 upper

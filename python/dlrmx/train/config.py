@@ -106,6 +106,7 @@ class TrainConfig:
     preset: str = _f("", "mlperf-dlrmv2: MLPerf's DLRMv2 (DCNv2, dim 128, multi-hot, Adagrad; "
                      "tables scaled to fit this machine, said so); flags given still override",
                      ("", "mlperf-dlrmv2"))
+    preset_fixed: str = _f("", "(set by --preset: the scalable options the user gave)")
     dcn_num_layers: int = _f(3, "--arch-interaction-op dcn: cross layers", lo=1, hi=64)
     dcn_low_rank_dim: int = _f(512, "--arch-interaction-op dcn: rank of each cross layer", lo=1)
     multi_hot_sizes: str = _f("", "ids per bag of each table, dash-separated (or one number for "
@@ -128,8 +129,8 @@ class TrainConfig:
     run_dir: str = _f("runs/default", "where config, metrics.jsonl, plots and checkpoints go")
     resume: bool = _f(False, "continue the run in --run-dir from its checkpoint")
     config: str = _f("", "YAML file of options (flags given on the command line override it)")
-    synthetic_preset: str = _f("kaggle", "table-size preset of the synthetic data",
-                               ("kaggle", "terabyte"))
+    synthetic_preset: str = _f("kaggle", "table-size preset of the synthetic data (mlperf: "
+                               "MLPerf DLRMv2's 40M-capped tables)", ("kaggle", "terabyte", "mlperf"))
     synthetic_scale: float = _f(0.01, "synthetic table sizes = preset x this", lo=1e-9, hi=1e3)
     synthetic_zipf: float = _f(1.05, "Zipf exponent of synthetic ids (> 0, not 1)", lo=1e-6,
                                hi=100)
@@ -218,9 +219,11 @@ class TrainConfig:
         naming the nearest option."""
         from dlrmx.train import reference_flags
 
+        from dlrmx.train import presets
+
         values = {known_key(k, where): v for k, v in values.items()}
         reference_flags.apply(values)  # the Python API accepts them too (their notes are for the CLI)
-        return cls(**values)
+        return cls(**presets.expand(values))
 
 
 def known_key(key: Any, where: str) -> str:
@@ -333,6 +336,8 @@ def build_parser() -> Parser:
                     "Criteo-like data with a known oracle AUC.")
     # Defaults are suppressed so that only the flags given override a --config file.
     for f in dataclasses.fields(TrainConfig):
+        if f.name == "preset_fixed":  # bookkeeping of --preset, not an option
+            continue
         flag = "--" + f.name.replace("_", "-")
         kw: dict[str, Any] = {"help": f"{f.metadata['help']} (default: {f.default!r})",
                               "default": argparse.SUPPRESS}

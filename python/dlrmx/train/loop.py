@@ -19,14 +19,15 @@ import torch.nn.functional as F
 import dlrmx.nn as dnn
 from dlrmx import atomic
 from dlrmx.data.loader import BatchSource, Prefetcher
+from dlrmx.data.synthetic import table_sizes
 from dlrmx.models import DLRM
 from dlrmx.models.interaction import interaction_width
-from dlrmx.models.mlp import plan_gemms
+from dlrmx.models.mlp import apply_plan, plan_gemms
 from dlrmx.optim import Lamb, SplitSGD, WarmupPolyDecay
 from dlrmx.train import checkpoint as ckpt
-from dlrmx.train import precision
+from dlrmx.train import precision, presets
 from dlrmx.train.config import TrainConfig
-from dlrmx.train.memory import check_fits
+from dlrmx.train.memory import available_bytes, check_fits, estimate_bytes
 from dlrmx.train.metrics import evaluate, roc_auc
 from dlrmx.train.mlperf import MLPerfLog
 from dlrmx.train.progress import Progress
@@ -67,7 +68,8 @@ def make_model(cfg: TrainConfig, sizes: list[int]) -> tuple[DLRM, torch.optim.Op
     sparse = dnn.make_sparse_optimizer(sparse_optimizer_name(cfg), lr=cfg.learning_rate)
     model = DLRM(sizes, cfg.arch_sparse_feature_size, cfg.bottom_sizes, cfg.top_sizes,
                  interaction=cfg.arch_interaction_op, sparse_optimizer=sparse,
-                 seed=cfg.numpy_rand_seed)
+                 seed=cfg.numpy_rand_seed, dcn_num_layers=cfg.dcn_num_layers,
+                 dcn_low_rank_dim=cfg.dcn_low_rank_dim)
     params = model.dense_parameters()
     if opt in ("lamb", "hybrid"):
         dense: torch.optim.Optimizer = Lamb(params, lr=cfg.learning_rate)
@@ -172,11 +174,16 @@ def run(config: TrainConfig | dict[str, Any],
 
     torch.manual_seed(cfg.numpy_rand_seed)
     source = make_source(cfg, progress=cfg.progress and sys.stderr.isatty())
+    if state is None and presets.fit(cfg, lambda c: _estimate(c, source)["total"], available_bytes()):
+        source = make_source(cfg)  # the synthetic tables at the fitted scale
     chosen = _resolve_precision(cfg, len(source.table_sizes))  # before the model: it sets dtypes
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    check_fits(cfg, source.table_sizes, sparse_optimizer_name(cfg))
+    check_fits(cfg, source.table_sizes, sparse_optimizer_name(cfg), multi_hot_sizes=source.multi_hot_sizes)
     model, dense_opt = make_model(cfg, source.table_sizes)
-    chosen["gemms"] = plan_gemms(model, cfg.mini_batch_size, cfg.gemm_library)
+    if state is not None and "gemms" in state:  # a resumed run keeps its libraries: same numbers
+        chosen = {**chosen, **state.get("precision", {}), "gemms": apply_plan(model, state["gemms"])}
+    else:
+        chosen["gemms"] = plan_gemms(model, cfg.mini_batch_size, cfg.gemm_library)
     (run_dir / "precision.json").write_text(json.dumps(chosen, indent=1))
     print(f"GEMMs: {_gemm_summary(chosen['gemms'], cfg.gemm_library)}")
     schedule = make_schedule(cfg, model, dense_opt)  # reads the base rates: before any state loads
@@ -216,7 +223,9 @@ def run(config: TrainConfig | dict[str, Any],
     def save(step: int, seconds: float) -> None:
         ck = {"step": step, "model": model.state_dict(), "dense_optimizer": dense_opt.state_dict(),
               "torch_rng": torch.get_rng_state(), "best_auc": best_auc, "best_step": best_step,
-              "samples": result.samples, "train_seconds": seconds, "config": cfg.to_dict()}
+              "samples": result.samples, "train_seconds": seconds, "config": cfg.to_dict(),
+              "gemms": chosen["gemms"],
+              "precision": {k: v for k, v in chosen.items() if k != "gemms"}}
         ckpt.save_atomic(ck, ckpt_path)
         if cfg.save_model:
             ckpt.save_atomic(ck, cfg.save_model)
@@ -265,6 +274,7 @@ def run(config: TrainConfig | dict[str, Any],
         return source.get("train", index, cfg.mini_batch_size, epoch)
 
     step = start_step
+    dense_params = model.dense_parameters()
     t0 = time.perf_counter()
     window_t, window_samples, loss_sum, correct, loss_n = t0, 0, 0.0, 0, 0
     prefetch = Prefetcher(fetch, range(start_step, total), cfg.data_workers)
@@ -279,12 +289,20 @@ def run(config: TrainConfig | dict[str, Any],
                     logits = model(batch.dense, batch.values, batch.offsets)
                 loss = compute_loss(cfg, logits, batch.label)
                 loss_value = loss.item()
-                if not math.isfinite(loss_value):  # checked before backward: no weight touched yet
+                # Checked before backward (no weight touched yet). The logits too: a saturated
+                # logit (-inf for a negative) gives a finite loss but NaN gradients.
+                if not math.isfinite(loss_value) or not bool(torch.isfinite(logits).all()):
+                    what = f"loss is {loss_value}" if not math.isfinite(loss_value) else \
+                        "a logit is not finite (an input row out of range?)"
                     raise NonFiniteLossError(
-                        f"loss is {loss_value} at step {step} (lr {lr:g}); stopping. The last good "
+                        f"{what} at step {step} (lr {lr:g}); stopping. The last good "
                         f"checkpoint is kept in {ckpt_path}. Try a lower --learning-rate or warm-up.")
                 dense_opt.zero_grad(set_to_none=True)
                 loss.backward()  # also updates the embedding rows in place
+                if not all(bool(torch.isfinite(p.grad).all()) for p in dense_params if p.grad is not None):
+                    raise NonFiniteLossError(  # stop before the MLPs take it; no checkpoint of it
+                        f"a gradient is not finite at step {step} (an input row out of range?); "
+                        f"stopping. The last good checkpoint is kept in {ckpt_path}.")
                 dense_opt.step()
                 schedule.step()
                 step += 1
@@ -334,6 +352,14 @@ def run(config: TrainConfig | dict[str, Any],
     mlperf.close()
     _profile_report(profiler, run_dir)
     return _finish(cfg, result, best_auc, best_step, log)
+
+
+def _estimate(cfg: TrainConfig, source: BatchSource) -> dict[str, int]:
+    """The memory estimate of this config (synthetic tables at its current scale)."""
+    sizes = (table_sizes(cfg.synthetic_preset, cfg.synthetic_scale)
+             if cfg.data_generation == "synthetic" and not cfg.arch_embedding_size
+             else source.table_sizes)
+    return estimate_bytes(cfg, sizes, sparse_optimizer_name(cfg), multi_hot_sizes=source.multi_hot_sizes)
 
 
 def _resolve_precision(cfg: TrainConfig, num_tables: int) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dlrmx.data.multihot import MultiHot
+from dlrmx.models.interaction import interaction_width
 from dlrmx.train.config import TrainConfig
 
 GiB = 2**30
@@ -14,7 +16,8 @@ GiB = 2**30
 _STATE_PER_ELEMENT = {"adagrad": 4.0}
 
 
-def estimate_bytes(cfg: TrainConfig, table_sizes: list[int], sparse_optimizer: str) -> dict[str, int]:
+def estimate_bytes(cfg: TrainConfig, table_sizes: list[int], sparse_optimizer: str,
+                   multi_hot_sizes: list[int] | None = None) -> dict[str, int]:
     d = cfg.arch_sparse_feature_size
     rows = sum(table_sizes)
     tables = rows * d * 4  # fp32, or bf16 + int16 trail: 4 bytes per element either way
@@ -23,15 +26,21 @@ def estimate_bytes(cfg: TrainConfig, table_sizes: list[int], sparse_optimizer: s
         state += rows * 4
     bot, top = cfg.bottom_sizes, cfg.top_sizes
     n_vec = len(table_sizes) + 1
-    inter = n_vec * (n_vec - 1) // 2 + d if cfg.arch_interaction_op == "dot" else n_vec * d
+    inter = interaction_width(cfg.arch_interaction_op, d, len(table_sizes))
     widths = bot + [n_vec * d, inter] + top
     mlp_params = sum(a * b + b for a, b in zip(bot, bot[1:])) + \
         sum(a * b + b for a, b in zip([inter] + top, top))
+    if cfg.arch_interaction_op == "dcn":  # per cross layer: in -> rank -> in, a bias
+        mlp_params += cfg.dcn_num_layers * (2 * inter * cfg.dcn_low_rank_dim + inter)
+        widths += [cfg.dcn_low_rank_dim, inter] * cfg.dcn_num_layers
+    ids = sum(multi_hot_sizes) if multi_hot_sizes else len(table_sizes)
+    lookup = MultiHot.nbytes(table_sizes, multi_hot_sizes) if multi_hot_sizes else 0
     # Forward keeps each layer's output for backward; backward holds about as much again.
-    per_sample = 4 * (2 * sum(widths) + 13 + 2 * len(table_sizes))
+    per_sample = 4 * (2 * sum(widths) + 13 + 2 * ids)
     batch = max(cfg.mini_batch_size, cfg.eval_batch_size) * per_sample * 2
     return {"tables": tables, "optimizer_state": state, "mlp": mlp_params * 4 * 4,
-            "batch": batch, "total": tables + state + mlp_params * 16 + batch}
+            "multi_hot_lookup": lookup, "batch": batch,
+            "total": tables + state + mlp_params * 16 + lookup + batch}
 
 
 def available_bytes() -> int | None:
@@ -62,8 +71,9 @@ def available_bytes() -> int | None:
     return avail
 
 
-def check_fits(cfg: TrainConfig, table_sizes: list[int], sparse_optimizer: str) -> dict[str, int]:
-    est = estimate_bytes(cfg, table_sizes, sparse_optimizer)
+def check_fits(cfg: TrainConfig, table_sizes: list[int], sparse_optimizer: str,
+               multi_hot_sizes: list[int] | None = None) -> dict[str, int]:
+    est = estimate_bytes(cfg, table_sizes, sparse_optimizer, multi_hot_sizes)
     avail = available_bytes()
     if cfg.memory_check and avail is not None and est["total"] > avail:
         parts = ", ".join(f"{k.replace('_', ' ')} {v / GiB:.2f}" for k, v in est.items()
