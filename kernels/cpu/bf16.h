@@ -12,13 +12,14 @@ inline float bf16_to_float(uint16_t h) {
   return f;
 }
 
-// fp32 -> bf16, rounding to nearest even; a NaN stays a (quiet) NaN.
+// fp32 -> bf16, rounding to nearest even; a NaN stays a (quiet) NaN. Branch-free (a select),
+// so loops of it vectorize.
 inline uint16_t float_to_bf16(float x) {
   uint32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t quiet_nan = (bits >> 16) | 0x40u;
+  return static_cast<uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded);
 }
 
 }  // namespace dlrmx::cpu

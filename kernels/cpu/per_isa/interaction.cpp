@@ -56,16 +56,17 @@ void forward_impl(const elem_t* dense, const elem_t* emb, int64_t batch, int64_t
   const int64_t FP = (F + kLanes - 1) / kLanes * kLanes;
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<float> ztbuf(D * FP, 0.f), accbuf(kRows * FP);
+    std::vector<float> ztbuf(D * FP, 0.f), accbuf(kRows * FP), rowbuf(P);
     float* __restrict zt = ztbuf.data();
     float* __restrict acc = accbuf.data();
+    float* __restrict row_out = rowbuf.data();  // the pair dots in fp32, stored in one loop
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
       gather_transposed<kD>(dense, emb, b, T, D, FP, zt);
       elem_t* o = out + b * width;
       const elem_t* x = dense + b * D;
       for (int64_t d = 0; d < D; ++d) o[d] = x[d];  // the concatenated bottom output, bit-exact
-      int64_t p = D;
+      int64_t p = 0;
       // kRows features at a time: independent accumulator chains hide the FMA latency.
       for (int64_t i0 = 1; i0 < F; i0 += kRows) {
         const int64_t rows = std::min<int64_t>(kRows, F - i0);
@@ -86,8 +87,10 @@ void forward_impl(const elem_t* dense, const elem_t* emb, int64_t batch, int64_t
           }
         }
         for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < i0 + r; ++j) store(o + p++, acc[r * n + j]);
+          for (int64_t j = 0; j < i0 + r; ++j) row_out[p++] = acc[r * n + j];
       }
+#pragma omp simd
+      for (int64_t q = 0; q < P; ++q) store(o + D + q, row_out[q]);
     }
   }
 }
@@ -99,14 +102,18 @@ void backward_impl(const elem_t* grad_out, const elem_t* dense, const elem_t* em
   const int64_t D = kD > 0 ? kD : dim, F = T + 1, P = F * (F - 1) / 2, width = D + P;
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<float> zbuf(F * D), gbuf(F * F), accbuf(D);
+    std::vector<float> zbuf(F * D), gbuf(F * F), accbuf(D), gobuf(width);
     float* __restrict z = zbuf.data();
+    float* __restrict gof = gobuf.data();  // this sample's output gradient in fp32
     float* __restrict g = gbuf.data();  // symmetric G + G^T, zero diagonal
     float* __restrict acc = accbuf.data();
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
       gather<kD>(dense, emb, b, T, D, z);
-      const elem_t* go = grad_out + b * width;
+      const elem_t* go_row = grad_out + b * width;
+#pragma omp simd
+      for (int64_t q = 0; q < width; ++q) gof[q] = load(go_row[q]);
+      const float* go = gof;
       int64_t p = D;
       for (int64_t i = 0; i < F; ++i) g[i * F + i] = 0.f;
       for (int64_t i = 1; i < F; ++i)
@@ -131,6 +138,7 @@ void backward_impl(const elem_t* grad_out, const elem_t* dense, const elem_t* em
           for (int64_t d = 0; d < D; ++d) acc[d] += w * zj[d];
         }
         elem_t* dst = i == 0 ? grad_dense + b * D : grad_emb + (b * T + (i - 1)) * D;
+#pragma omp simd
         for (int64_t d = 0; d < D; ++d) store(dst + d, acc[d]);
       }
     }
