@@ -2,11 +2,16 @@
 (bench/dlrm_reference.py: nn.EmbeddingBag(sparse=True) + torch.optim.SGD), side by side in one
 process, same pre-generated synthetic batches, same thread count, interleaved repetitions.
 
-  python bench/train.py --config kaggle --threads 1 2          # full Kaggle tables, batch 2048
-  python bench/train.py --config terabyte --threads 1 2        # Terabyte arch, scaled tables
-  python bench/train.py --auc --steps 600                     # AUC parity on the same data/init
-  python bench/train.py --config kaggle --profile             # where dlrmx's step time goes
-  add --bf16 (dlrmx --precision bf16) and --torchrec (bench/torchrec_dlrm.py) for more columns
+Every run prints the CPU, this machine's GEMM rates (fp32, bf16) and row-gather rate measured
+in the same run, each system's GEMM FLOPs and embedding bytes per step, and its fraction of the
+roofline (FLOPs / GEMM rate + bytes / gather rate). dlrmx runs fp32 and bf16; "default" is what
+--precision auto picks here.
+
+  python bench/train.py --config kaggle --threads 1 2 --torchrec   # full Kaggle tables, batch 2048
+  python bench/train.py --config dlrmv2 --threads 2 --torchrec     # MLPerf DLRMv2 vs TorchRec DLRM_DCN
+  python bench/train.py --config terabyte --threads 1 2            # Terabyte arch, scaled tables
+  python bench/train.py --auc --steps 600 [--bf16]                 # AUC parity on the same data/init
+  python bench/train.py --config kaggle --profile [--bf16]         # where dlrmx's step time goes
 """
 
 from __future__ import annotations
@@ -30,6 +35,11 @@ from dlrmx.data.synthetic import SyntheticCriteo, table_sizes  # noqa: E402
 from dlrmx.models import DLRM  # noqa: E402
 from dlrmx.optim import SplitSGD  # noqa: E402
 from dlrmx.train.metrics import roc_auc  # noqa: E402
+from dlrmx.data.multihot import MLPERF_MULTI_HOT_SIZES, MultiHot  # noqa: E402
+from dlrmx.models.interaction import interaction_width  # noqa: E402
+from dlrmx.models.mlp import plan_gemms  # noqa: E402
+from dlrmx.train import precision  # noqa: E402
+import roofline  # noqa: E402
 
 CONFIGS = {
     # the reference's Kaggle recipe, full Kaggle cardinalities (33.8M rows)
@@ -38,6 +48,11 @@ CONFIGS = {
     # the MLPerf / Terabyte architecture, tables scaled to fit this machine's memory
     "terabyte": dict(preset="terabyte", scale=0.01, dim=128, bot=[13, 512, 256, 128],
                      top=[1024, 1024, 512, 256, 1], batch=2048, lr=1.0),
+    # MLPerf DLRMv2 (dlrmx --preset mlperf-dlrmv2): DCN, multi-hot, row-wise Adagrad tables and
+    # Adagrad MLPs; tables scaled to 1/400 of MLPerf's (0.24 GiB)
+    "dlrmv2": dict(preset="mlperf", scale=1 / 400, dim=128, bot=[13, 512, 256, 128],
+                   top=[1024, 1024, 512, 256, 1], batch=2048, lr=0.005, dcn=(3, 512),
+                   multi_hot=MLPERF_MULTI_HOT_SIZES),
 }
 
 
@@ -56,23 +71,42 @@ def make_bf16(c: dict, sizes: list[int], tables=None, seed: int = 0):
     return m, SplitSGD(m.dense_parameters(), lr=c["lr"])  # converts the MLP weights to bf16
 
 
-def batches(gen: SyntheticCriteo, split: str, n: int, b: int):
+def make_dlrmv2(c: dict, sizes: list[int], seed: int = 0):
+    """dlrmx's DLRMv2 as `--preset mlperf-dlrmv2` builds it (fp32 weights; bf16 runs it under
+    autocast, as the trainer does with Adagrad)."""
+    m = DLRM(sizes, c["dim"], c["bot"], c["top"], interaction="dcn", dcn_num_layers=c["dcn"][0],
+             dcn_low_rank_dim=c["dcn"][1], sparse_optimizer=dnn.RowWiseAdagrad(c["lr"]), seed=seed)
+    return m, torch.optim.Adagrad(m.dense_parameters(), lr=c["lr"])
+
+
+def batches(gen: SyntheticCriteo, split: str, n: int, b: int, multi_hot: MultiHot | None = None):
     out = []
     for i in range(n):
         sb = gen.batch(split, i, b)
+        if multi_hot is not None:
+            bt = make_batch(sb.dense, multi_hot.expand(sb.sparse), sb.label, sb.prob,
+                            bag_sizes=multi_hot.sizes)
+            out.append((bt, None, None))
+            continue
         bt = make_batch(sb.dense, sb.sparse, sb.label, sb.prob)
         ids, offs = split_batch(torch.from_numpy(sb.sparse))
         out.append((bt, ids, offs))
     return out
 
 
-def step_dlrmx(model, opt, bt, _ids, _offs):
+def step_dlrmx(model, opt, bt, _ids, _offs, autocast=False):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        logits = model(bt.dense, bt.values, bt.offsets)
     # .float(): a no-op in fp32; the loss of the bf16 model's logits in fp32
-    loss = F.binary_cross_entropy_with_logits(model(bt.dense, bt.values, bt.offsets).float(), bt.label)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), bt.label)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     return loss
+
+
+def step_autocast(model, opt, bt, ids, offs):
+    return step_dlrmx(model, opt, bt, ids, offs, autocast=True)
 
 
 def step_ref(model, opt, bt, ids, offs):
@@ -83,52 +117,102 @@ def step_ref(model, opt, bt, ids, offs):
     return loss
 
 
+def torchrec_system(c: dict, sizes: list[int], data):
+    """TorchRec 1.8 (fused EBC, FBGEMM CPU kernels): DLRM, or DLRM_DCN for DLRMv2."""
+    from torchrec_dlrm import make_torchrec_dlrm, make_torchrec_dlrm_dcn, to_kjt
+    if "dcn" in c:
+        tr, tr_opt = make_torchrec_dlrm_dcn(sizes, c["dim"], c["bot"], c["top"], c["lr"], c["dcn"])
+    else:
+        tr, tr_opt = make_torchrec_dlrm(sizes, c["dim"], c["bot"], c["top"], c["lr"])
+    kjts = {id(bt): to_kjt(bt.values, len(sizes), bt.size, c.get("multi_hot")) for bt, _, _ in data}
+
+    def step_torchrec(model, opt, bt, _ids, _offs):
+        logits = model(bt.dense, kjts[id(bt)]).squeeze(1)
+        loss = F.binary_cross_entropy_with_logits(logits, bt.label)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()  # the fused EBC updates its rows here
+        opt.step()
+        return loss
+    return tr, tr_opt, step_torchrec
+
+
+def build_systems(args, c: dict, sizes: list[int], data) -> dict:
+    """name -> (model, optimizer, step, precision of its GEMMs). dlrmx's columns get their GEMM
+    libraries planned as the trainer plans them."""
+    if "dcn" in c:
+        m, o = make_dlrmv2(c, sizes)
+        systems = {"dlrmx-fp32": (m, o, step_dlrmx, torch.float32),
+                   "dlrmx-bf16": (m, o, step_autocast, torch.bfloat16)}
+        plan_gemms(m, c["batch"])
+    else:
+        ours, o_opt, ref, r_opt = make_models(c, sizes)
+        b16, b16_opt = make_bf16(c, sizes, ours.embeddings.fp32_weights())
+        plan_gemms(ours, c["batch"])
+        plan_gemms(b16, c["batch"])
+        systems = {"reference": (ref, r_opt, step_ref, torch.float32),
+                   "dlrmx-fp32": (ours, o_opt, step_dlrmx, torch.float32),
+                   "dlrmx-bf16": (b16, b16_opt, step_dlrmx, torch.bfloat16)}
+    if args.torchrec:
+        systems["torchrec"] = (*torchrec_system(c, sizes, data), torch.float32)
+    return systems
+
+
+def roofline_seconds(c: dict, sizes: list[int], dtype: torch.dtype, rates: dict, name: str) -> tuple[float, float, float]:
+    """(GEMM FLOPs, embedding bytes, roofline seconds) of one step of this system."""
+    top_in = interaction_width("dcn" if "dcn" in c else "dot", c["dim"], len(sizes))
+    flops = roofline.mlp_flops(roofline.layers_of(c["bot"], top_in, c["top"], c.get("dcn")), c["batch"])
+    ids = c["batch"] * (sum(c["multi_hot"]) if "multi_hot" in c else len(sizes))
+    bf16_tables = name == "dlrmx-bf16" and "dcn" not in c  # split-SGD tables read bf16 halves
+    state = 4 if "dcn" in c else 0  # row-wise Adagrad: one fp32 per row
+    nbytes = roofline.embedding_bytes(ids, c["dim"], 2 if bf16_tables else 4, 4, state)
+    return flops, nbytes, flops / rates[dtype] + nbytes / rates["gather"]
+
+
 def throughput(args) -> None:
     c = CONFIGS[args.config]
     sizes = table_sizes(c["preset"], c["scale"])
-    gen = SyntheticCriteo(sizes, seed=0)
-    data = batches(gen, "train", args.steps, c["batch"])
+    multi_hot = MultiHot(sizes, c["multi_hot"]) if "multi_hot" in c else None
+    data = batches(SyntheticCriteo(sizes, seed=0), "train", args.steps, c["batch"], multi_hot)
+    print(f"# CPU: {roofline.cpu_line()}")
     print(f"# {args.config}: {sum(sizes):,} rows, d={c['dim']}, batch {c['batch']}, "
           f"{args.steps} steps per repetition, {args.reps} repetitions (median)")
     t0 = time.perf_counter()
-    ours, o_opt, ref, r_opt = make_models(c, sizes)
-    systems = {"dlrmx": (ours, o_opt, step_dlrmx), "reference": (ref, r_opt, step_ref)}
-    if args.bf16:  # --precision bf16: bf16 MLPs and tables, split-SGD (exact fp32 masters)
-        b16, b16_opt = make_bf16(c, sizes, ours.embeddings.fp32_weights())
-        systems["dlrmx-bf16"] = (b16, b16_opt, step_dlrmx)
-    if args.torchrec:  # TorchRec 1.8: fused EBC (FBGEMM EXACT_SGD) + torchrec.models.dlrm
-        from torchrec_dlrm import make_torchrec_dlrm, to_kjt
-        tr, tr_opt = make_torchrec_dlrm(sizes, c["dim"], c["bot"], c["top"], c["lr"])
-        kjts = {id(bt): to_kjt(bt.values, len(sizes), bt.size) for bt, _, _ in data}  # like split_batch
-
-        def step_torchrec(model, opt, bt, _ids, _offs):
-            logits = model(bt.dense, kjts[id(bt)]).squeeze(1)
-            loss = F.binary_cross_entropy_with_logits(logits, bt.label)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()  # the fused EBC updates its rows here
-            opt.step()
-            return loss
-        systems["torchrec"] = (tr, tr_opt, step_torchrec)
+    systems = build_systems(args, c, sizes, data)
     print(f"# models built in {time.perf_counter() - t0:.1f} s")
+    top_in = interaction_width("dcn" if "dcn" in c else "dot", c["dim"], len(sizes))
+    widths = [c["bot"], [top_in, *c["top"]]] + ([[top_in, c["dcn"][1], top_in]] * c["dcn"][0]
+                                                if "dcn" in c else [])
     for nt in args.threads:
         torch.set_num_threads(nt)
+        auto = precision.resolve("auto", widths, c["batch"], autocast="dcn" in c)
+        default = f"dlrmx-{auto['precision']}"
+        rates = {torch.float32: roofline.gemm_rate(torch.float32),
+                 torch.bfloat16: roofline.gemm_rate(torch.bfloat16),
+                 "gather": roofline.gather_rate(c["dim"] * 4)}
+        print(f"{args.config} threads={nt} machine: GEMM fp32 {rates[torch.float32] / 1e9:.0f} GF/s, "
+              f"bf16 {rates[torch.bfloat16] / 1e9:.0f} GF/s, row gather {rates['gather'] / 1e9:.1f} GB/s; "
+              f"--precision auto -> {auto['precision']} ({auto['reason']})")
         times: dict[str, list[float]] = {k: [] for k in systems}
-        for name, (m, o, fn) in systems.items():
+        for name, (m, o, fn, _) in systems.items():
             for bt in data[: args.warmup]:
                 fn(m, o, *bt)
-        for _ in range(args.reps):  # interleaved: both systems see the same machine load
-            for name, (m, o, fn) in systems.items():
+        for _ in range(args.reps):  # interleaved: every system sees the same machine load
+            for name, (m, o, fn, _) in systems.items():
                 t = time.perf_counter()
                 for bt in data:
                     fn(m, o, *bt)
                 times[name].append((time.perf_counter() - t) / len(data))
         med = {k: statistics.median(v) for k, v in times.items()}
         for k, v in med.items():
-            print(f"{args.config} threads={nt} {k:9s}: {v * 1e3:8.1f} ms/step  "
-                  f"{c['batch'] / v:10,.0f} samples/s  (reps: {', '.join(f'{x*1e3:.0f}' for x in times[k])} ms)")
-        for k in systems:
-            if k != "reference":
-                print(f"{args.config} threads={nt} speedup {k} / reference: {med['reference'] / med[k]:.1f}x")
+            flops, nbytes, roof = roofline_seconds(c, sizes, systems[k][3], rates, k)
+            print(f"{args.config} threads={nt} {k:10s}: {v * 1e3:8.1f} ms/step  "
+                  f"{c['batch'] / v:9,.0f} samples/s  {flops / 1e9:.1f} GFLOP + {nbytes / 1e6:.0f} MB: "
+                  f"roofline {roof * 1e3:.1f} ms = {roof / v:4.0%}  "
+                  f"(reps: {', '.join(f'{x*1e3:.0f}' for x in times[k])} ms)")
+        for base in ("reference", "torchrec"):
+            if base in med:
+                print(f"{args.config} threads={nt} speedup dlrmx default ({default}) / {base}: "
+                      f"{med[base] / med[default]:.2f}x")
 
 
 def auc_parity(args) -> None:
@@ -187,7 +271,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--auc", action="store_true", help="AUC parity run instead of throughput")
     p.add_argument("--profile", action="store_true", help="torch.profiler table of a dlrmx step")
-    p.add_argument("--bf16", action="store_true", help="also time dlrmx with --precision bf16")
+    p.add_argument("--bf16", action="store_true", help="--auc/--profile: dlrmx with --precision bf16")
     p.add_argument("--torchrec", action="store_true", help="also time TorchRec 1.8 (fused EBC, CPU)")
     p.add_argument("--scale", type=float, default=0.01)
     p.add_argument("--batch", type=int, default=1024)
