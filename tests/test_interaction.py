@@ -25,7 +25,8 @@ def _reference(dense, emb, grad):
     return out, d.grad, e.grad
 
 
-@pytest.mark.parametrize("dim,tables,batch", [(16, 26, 33), (128, 4, 5), (7, 3, 4), (32, 1, 2), (64, 0, 3)])
+@pytest.mark.parametrize("dim,tables,batch", [(16, 26, 33), (128, 4, 5), (7, 3, 4), (32, 1, 2), (64, 0, 3),
+                                              (48, 70, 3), (16, 40, 2)])
 def test_fp32_forward_backward(isa, dim, tables, batch):
     g = torch.Generator().manual_seed(dim * 100 + tables)
     dense = torch.randn(batch, dim, generator=g, requires_grad=True)

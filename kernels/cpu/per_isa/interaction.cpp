@@ -53,12 +53,12 @@ void forward_impl(const elem_t* dense, const elem_t* emb, int64_t batch, int64_t
                   elem_t* out, int num_threads) {
   constexpr int64_t kLanes = 16, kRows = 4;
   const int64_t D = kD > 0 ? kD : dim, F = T + 1, P = F * (F - 1) / 2, width = D + P;
-  const int64_t FP = (F + kLanes - 1) / kLanes * kLanes;
+  // Padded so that a block of kRows rows never reads past the zeroed columns.
+  const int64_t FP = (F + kRows + kLanes - 1) / kLanes * kLanes;
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<float> ztbuf(D * FP, 0.f), accbuf(kRows * FP), rowbuf(P);
+    std::vector<float> ztbuf(D * FP, 0.f), rowbuf(P);
     float* __restrict zt = ztbuf.data();
-    float* __restrict acc = accbuf.data();
     float* __restrict row_out = rowbuf.data();  // the pair dots in fp32, stored in one loop
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
@@ -66,31 +66,64 @@ void forward_impl(const elem_t* dense, const elem_t* emb, int64_t batch, int64_t
       elem_t* o = out + b * width;
       const elem_t* x = dense + b * D;
       for (int64_t d = 0; d < D; ++d) o[d] = x[d];  // the concatenated bottom output, bit-exact
-      int64_t p = 0;
-      // kRows features at a time: independent accumulator chains hide the FMA latency.
+      // kRows features i at a time against kLanes earlier features j: kRows x kLanes
+      // accumulators in registers (a local array), independent chains hide the FMA latency.
       for (int64_t i0 = 1; i0 < F; i0 += kRows) {
         const int64_t rows = std::min<int64_t>(kRows, F - i0);
-        const int64_t n = (i0 + rows - 1 + kLanes - 1) / kLanes * kLanes;  // lanes covering j < i
-        for (int64_t k = 0; k < kRows * n; k += kLanes) {
+        for (int64_t c = 0; c < i0 + rows - 1; c += kLanes) {  // lane blocks covering j < i
+          float acc[kRows][kLanes] = {};
+          for (int64_t d = 0; d < D; ++d) {
+            const float* row = zt + d * FP;
+            for (int64_t r = 0; r < kRows; ++r) {
+              const float w = row[i0 + r];
 #pragma omp simd
-          for (int64_t l = 0; l < kLanes; ++l) acc[k + l] = 0.f;
-        }
-        for (int64_t d = 0; d < D; ++d) {
-          const float* row = zt + d * FP;
-          for (int64_t r = 0; r < rows; ++r) {
-            const float w = row[i0 + r];
-            float* a = acc + r * n;
-            for (int64_t c = 0; c < n; c += kLanes) {
-#pragma omp simd
-              for (int64_t l = 0; l < kLanes; ++l) a[c + l] += w * row[c + l];
+              for (int64_t l = 0; l < kLanes; ++l) acc[r][l] += w * row[c + l];
             }
           }
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t i = i0 + r, end = std::min<int64_t>(c + kLanes, i);
+            for (int64_t j = c; j < end; ++j) row_out[i * (i - 1) / 2 + j] = acc[r][j - c];
+          }
         }
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t j = 0; j < i0 + r; ++j) row_out[p++] = acc[r * n + j];
       }
 #pragma omp simd
       for (int64_t q = 0; q < P; ++q) store(o + D + q, row_out[q]);
+    }
+  }
+}
+
+// acc[r*D + d] = (r == 0 ? init[d] : 0) + sum_j g[r*F + j] * z[j*D + d] for kRows rows. With a
+// compile-time D the accumulators are a local array the compiler keeps in registers; through
+// memory every FMA waited on the previous one's store.
+template <int kD, int kRows>
+inline void rows_times_z(const float* __restrict g, const float* __restrict z, int64_t F,
+                         int64_t dim, const float* __restrict init, float* __restrict out) {
+  if constexpr (kD > 0) {
+    float acc[kRows][kD] = {};
+    if (init != nullptr)
+      for (int d = 0; d < kD; ++d) acc[0][d] = init[d];
+    for (int64_t j = 0; j < F; ++j) {
+      const float* zj = z + j * kD;
+      for (int r = 0; r < kRows; ++r) {
+        const float w = g[r * F + j];
+#pragma omp simd
+        for (int d = 0; d < kD; ++d) acc[r][d] += w * zj[d];
+      }
+    }
+    for (int r = 0; r < kRows; ++r)
+      for (int d = 0; d < kD; ++d) out[r * kD + d] = acc[r][d];
+  } else {
+    for (int64_t k = 0; k < kRows * dim; ++k) out[k] = 0.f;
+    if (init != nullptr)
+      for (int64_t d = 0; d < dim; ++d) out[d] = init[d];
+    for (int64_t j = 0; j < F; ++j) {
+      const float* zj = z + j * dim;
+      for (int r = 0; r < kRows; ++r) {
+        const float w = g[r * F + j];
+        float* a = out + r * dim;
+#pragma omp simd
+        for (int64_t d = 0; d < dim; ++d) a[d] += w * zj[d];
+      }
     }
   }
 }
@@ -102,7 +135,9 @@ void backward_impl(const elem_t* grad_out, const elem_t* dense, const elem_t* em
   const int64_t D = kD > 0 ? kD : dim, F = T + 1, P = F * (F - 1) / 2, width = D + P;
 #pragma omp parallel num_threads(num_threads)
   {
-    std::vector<float> zbuf(F * D), gbuf(F * F), accbuf(D), gobuf(width);
+    constexpr int64_t kRows = kD > 32 ? 2 : 4;  // the accumulators must fit the registers
+    const int64_t rows_padded = (F + kRows - 1) / kRows * kRows;
+    std::vector<float> zbuf(F * D), gbuf(rows_padded * F, 0.f), accbuf(kRows * D), gobuf(width);
     float* __restrict z = zbuf.data();
     float* __restrict gof = gobuf.data();  // this sample's output gradient in fp32
     float* __restrict g = gbuf.data();  // symmetric G + G^T, zero diagonal
@@ -122,24 +157,16 @@ void backward_impl(const elem_t* grad_out, const elem_t* dense, const elem_t* em
           g[i * F + j] = v;
           g[j * F + i] = v;
         }
-      for (int64_t i = 0; i < F; ++i) {
-        if (i == 0) {
+      // kRows output rows at a time: independent accumulator chains hide the FMA latency (one
+      // chain per row made the backward latency-bound). G's padding rows are zero.
+      for (int64_t i0 = 0; i0 < F; i0 += kRows) {
+        rows_times_z<kD, kRows>(g + i0 * F, z, F, D, i0 == 0 ? go : nullptr, acc);
+        for (int64_t r = 0; r < kRows && i0 + r < F; ++r) {
+          const int64_t i = i0 + r;
+          elem_t* dst = i == 0 ? grad_dense + b * D : grad_emb + (b * T + (i - 1)) * D;
 #pragma omp simd
-          for (int64_t d = 0; d < D; ++d) acc[d] = load(go[d]);  // the passthrough's gradient
-        } else {
-#pragma omp simd
-          for (int64_t d = 0; d < D; ++d) acc[d] = 0.f;
+          for (int64_t d = 0; d < D; ++d) store(dst + d, acc[r * D + d]);
         }
-        const float* gi = g + i * F;
-        for (int64_t j = 0; j < F; ++j) {
-          const float w = gi[j];
-          const float* zj = z + j * D;
-#pragma omp simd
-          for (int64_t d = 0; d < D; ++d) acc[d] += w * zj[d];
-        }
-        elem_t* dst = i == 0 ? grad_dense + b * D : grad_emb + (b * T + (i - 1)) * D;
-#pragma omp simd
-        for (int64_t d = 0; d < D; ++d) store(dst + d, acc[d]);
       }
     }
   }
