@@ -130,15 +130,15 @@ def test_fused_adagrad_equals_torch_adagrad():
 def test_split_sgd_is_bit_exact_fp32_sgd(isa):
     """Given the same gradients, split-SGD's rebuilt fp32 weights equal fp32 SGD bit for bit,
     and the bf16 table is the truncation of the master weights."""
-    tables = [(50, 16), (9, 64)]
+    tables = [(50, 16), (9, 64), (11, 24)]  # 24: a 16-wide vector part and a scalar tail
     w32 = [torch.randn(r, d) for r, d in tables]
     split = [dn.split_fp32(w) for w in w32]
     upper, trails = [u.clone() for u, _ in split], [t.clone() for _, t in split]
     for step in range(120):
         values, lengths, _ = jagged_batch(tables, batch=4, seed=step)
         offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-        grad = torch.randn(4, 80)
-        common = (values, offsets, None, [-1, -1], 0, 4, torch.empty(0, dtype=torch.long))
+        grad = torch.randn(4, 104)
+        common = (values, offsets, None, [-1, -1, -1], 0, 4, torch.empty(0, dtype=torch.long))
         torch.ops.dlrmx.embedding_bag_update(grad, w32, *common, "sgd", 0.05, 0.0, [])
         torch.ops.dlrmx.embedding_bag_update(grad, upper, *common, "split_sgd", 0.05, 0.0, trails)
     for w, u, t in zip(w32, upper, trails):

@@ -295,8 +295,22 @@ template <typename weight_t>
 inline void sgd_row(weight_t* __restrict w, uint16_t* __restrict trail, const float* __restrict go,
                     float step, int64_t D) {
   if constexpr (std::is_same_v<weight_t, uint16_t>) {
-#pragma omp simd
-    for (int64_t d = 0; d < D; ++d) {
+    int64_t d0 = 0;
+    // 16 at a time in vector types: the scalar loop below did not vectorize and cost ~100 ns
+    // a row (6x fp32's update).
+    for (; d0 + 16 <= D; d0 += 16) {
+      vu16x16 hi, lo;
+      std::memcpy(&hi, w + d0, sizeof hi);
+      std::memcpy(&lo, trail + d0, sizeof lo);
+      vu32x16 bits = (__builtin_convertvector(hi, vu32x16) << 16) | __builtin_convertvector(lo, vu32x16);
+      const vf16 x = reinterpret_cast<vf16>(bits) - step * load16(go + d0);
+      bits = reinterpret_cast<vu32x16>(x);
+      hi = __builtin_convertvector(bits >> 16, vu16x16);
+      lo = __builtin_convertvector(bits & 0xFFFFu, vu16x16);
+      std::memcpy(w + d0, &hi, sizeof hi);
+      std::memcpy(trail + d0, &lo, sizeof lo);
+    }
+    for (int64_t d = d0; d < D; ++d) {
       uint32_t bits = (static_cast<uint32_t>(w[d]) << 16) | trail[d];
       float x;
       std::memcpy(&x, &bits, 4);
