@@ -18,7 +18,7 @@ extern "C" {
 #define DLRMX_API __attribute__((visibility("default")))
 
 /* Bumped whenever a signature below changes; python/dlrmx/native.py refuses another version. */
-#define DLRMX_ABI_VERSION 1
+#define DLRMX_ABI_VERSION 2
 
 /* Error kinds, raised in Python as the exception of the same name. */
 enum { DLRMX_OK = 0, DLRMX_TYPE_ERROR = 1, DLRMX_VALUE_ERROR = 2, DLRMX_INDEX_ERROR = 3,
@@ -100,11 +100,12 @@ DLRMX_API int dlrmx_lamb_step(int64_t n, float* const* params, const float* cons
                               double eps, double weight_decay, double max_weight_norm,
                               int32_t bias_correction, int64_t step, int32_t num_threads,
                               dlrmx_status* status);
-/* params: bf16 upper halves; trails: their int16 lower halves. */
+/* params: bf16 upper halves; trails: their int16 lower halves; grads: all DLRMX_F32 or all
+ * DLRMX_BF16 (grads_dtype; a bf16 gradient is widened exactly, never copied). */
 DLRMX_API int dlrmx_split_sgd_step(int64_t n, void* const* params, void* const* trails,
-                                   const float* const* grads, const int64_t* numel, double lr,
-                                   double weight_decay, int32_t num_threads,
-                                   dlrmx_status* status);
+                                   const void* const* grads, int32_t grads_dtype,
+                                   const int64_t* numel, double lr, double weight_decay,
+                                   int32_t num_threads, dlrmx_status* status);
 
 #ifdef __cplusplus
 }

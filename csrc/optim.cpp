@@ -56,23 +56,28 @@ int dlrmx_lamb_step(int64_t n, float* const* params, const float* const* grads,
 }
 
 int dlrmx_split_sgd_step(int64_t n, void* const* params, void* const* trails,
-                         const float* const* grads, const int64_t* numel, double lr,
-                         double weight_decay, int32_t num_threads, dlrmx_status* status) {
+                         const void* const* grads, int32_t grads_dtype, const int64_t* numel,
+                         double lr, double weight_decay, int32_t num_threads,
+                         dlrmx_status* status) {
   return guarded(status, [&] {
     using namespace dlrmx;
     constexpr const char* op = "split_sgd_step";
     check_common(op, n, numel, num_threads);
     checks::check_hyper(op, "lr", lr, 0);
     checks::check_hyper(op, "weight_decay", weight_decay, 0);
+    CHECK_TYPE(grads_dtype == DLRMX_F32 || grads_dtype == DLRMX_BF16,
+               "split_sgd_step: grads must be float32 or bfloat16 (dtype code ", grads_dtype, ")");
+    const bool bf16_grads = grads_dtype == DLRMX_BF16;
     std::vector<cpu::SplitTensor> tensors;
     checks::Footprint footprint(op);
     for (int64_t i = 0; i < n; ++i) {
       const int64_t bytes = checks::mul_size(numel[i], 2, op, "a parameter's bytes");
       footprint.add(params[i], bytes, {"params", i}, true);
       footprint.add(trails[i], bytes, {"trails", i}, true);
-      footprint.add(grads[i], bytes * 2, {"grads", i}, false);
+      footprint.add(grads[i], bf16_grads ? bytes : bytes * 2, {"grads", i}, false);
       tensors.push_back({static_cast<uint16_t*>(params[i]), static_cast<uint16_t*>(trails[i]),
-                         grads[i], numel[i]});
+                         bf16_grads ? nullptr : static_cast<const float*>(grads[i]),
+                         bf16_grads ? static_cast<const uint16_t*>(grads[i]) : nullptr, numel[i]});
     }
     footprint.check();
     DLRMX_ISA_CALL(isa::split_sgd_step(tensors.data(), n, static_cast<float>(lr),

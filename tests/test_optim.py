@@ -95,6 +95,27 @@ def test_split_sgd_is_bit_exact_fp32_sgd(isa, wd):
         assert torch.equal(rebuilt.view(torch.int32), w.view(torch.int32))
 
 
+def test_split_sgd_step_reads_bf16_grads_as_their_fp32_widening(isa):
+    """bf16 gradients go to the kernel as they are; the result equals the fp32 path's on the
+    widened values, bit for bit (also for a list mixing both dtypes)."""
+    from dlrmx.nn.sparse_optim import split_fp32
+
+    grads = [torch.randn(s).to(torch.bfloat16) for s in SHAPES]
+    results = []
+    for kind in ("bf16", "fp32", "mixed"):
+        torch.manual_seed(1)
+        split = [split_fp32(torch.randn(s)) for s in SHAPES]
+        upper, trails = [u.clone() for u, _ in split], [t.clone() for _, t in split]
+        gs = {"bf16": grads, "fp32": [g.float() for g in grads],
+              "mixed": [g if i % 2 else g.float() for i, g in enumerate(grads)]}[kind]
+        torch.ops.dlrmx.split_sgd_step(upper, trails, gs, 0.05, 0.01)
+        results.append([dn.combine_fp32(u, t).view(torch.int32) for u, t in zip(upper, trails)])
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+    torch.manual_seed(1)
+    assert not torch.equal(results[0][0], torch.randn(SHAPES[0]).view(torch.int32))  # it stepped
+
+
 def test_split_sgd_state_round_trips():
     params = [torch.nn.Parameter(torch.randn(10, 3))]
     opt = SplitSGD(params, lr=0.1)

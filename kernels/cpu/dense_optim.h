@@ -25,11 +25,13 @@ struct LambParams {
   int64_t step;  // 1 for the first step
 };
 
-// One bf16 parameter stored split (upper halves + trail, see embedding_bag.h) with its fp32 grad.
+// One bf16 parameter stored split (upper halves + trail, see embedding_bag.h) with its grad:
+// fp32 (grad) or bf16 (grad_bf16, the other one null).
 struct SplitTensor {
   uint16_t* upper;
   uint16_t* trail;
   const float* grad;
+  const uint16_t* grad_bf16;
   int64_t numel;
 };
 

@@ -19,7 +19,7 @@ if tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2]) < (2, 4
     raise ImportError(f"dlrmx needs torch >= 2.4 (torch.library's register_fake), found "
                       f"torch {torch.__version__}")
 
-ABI_VERSION = 1  # csrc/dlrmx.h DLRMX_ABI_VERSION
+ABI_VERSION = 2  # csrc/dlrmx.h DLRMX_ABI_VERSION
 MIN_TORCH = "2.4"  # pyproject.toml: torch.library's register_fake and get_ctx
 LIBRARY = "libdlrmx.so"
 

@@ -58,7 +58,7 @@ _dot_backward = _c("dlrmx_dot_interaction_backward", _I32, _P, _P, _P, _I64, _I6
                    _I32)
 _lamb = _c("dlrmx_lamb_step", _I64, _P, _P, _P, _P, _P, _F64, _F64, _F64, _F64, _F64, _F64,
            _I32, _I64, _I32)
-_split_sgd = _c("dlrmx_split_sgd_step", _I64, _P, _P, _P, _P, _F64, _F64, _I32)
+_split_sgd = _c("dlrmx_split_sgd_step", _I64, _P, _P, _P, _I32, _P, _F64, _F64, _I32)
 
 _F32, _BF16, _INT32, _INT64 = 0, 1, 2, 3
 _CODES = {torch.float32: _F32, torch.bfloat16: _BF16, torch.int32: _INT32, torch.int64: _INT64}
@@ -396,15 +396,15 @@ def dot_interaction_backward_impl(grad, dense, emb):
 
 # ---- dense optimizers ---------------------------------------------------------------------------
 
-def _grads(op, params, grads) -> list[torch.Tensor]:
-    """Each parameter's gradient (read only) as a contiguous float32 tensor of its shape."""
+def _grads(op, params, grads, dtype=torch.float32) -> list[torch.Tensor]:
+    """Each parameter's gradient (read only) as a contiguous `dtype` tensor of its shape."""
     out = []
     for i, (p, g) in enumerate(zip(params, grads)):
         _dense_cpu(g, op, "grads", i)
         if g.shape != p.shape:
             raise ValueError(f"{op}: grads[{i}] must have shape {list(p.shape)}, got "
                              f"{list(g.shape)}")
-        out.append(_readable_float(g, op, "grads", torch.float32, i))
+        out.append(_readable_float(g, op, "grads", dtype, i))
     return out
 
 
@@ -433,9 +433,14 @@ def split_sgd_step_impl(params, trails, grads, lr, weight_decay) -> None:
     for i, p in enumerate(params):
         _writable(p, op, "params", torch.bfloat16, index=i)
         _writable(trails[i], op, "trails", torch.int16, p.shape, i)
-    g = _grads(op, params, grads)
-    keep = [_ptrs(params), _ptrs(trails), _ptrs(g), _int64s([p.numel() for p in params])]
-    native.call(_split_sgd, n, *map(_addr, keep), lr, weight_decay, _threads())
+    # bf16 gradients (the bf16 GEMMs' output) are read as they are: no fp32 copy of each
+    bf16 = all(isinstance(g, torch.Tensor) and g.dtype is torch.bfloat16 for g in grads)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    g = _grads(op, params, grads, dtype)
+    ptrs = [_ptrs(params), _ptrs(trails), _ptrs(g)]
+    numel = _int64s([p.numel() for p in params])
+    native.call(_split_sgd, n, *map(_addr, ptrs), _CODES[dtype], _addr(numel), lr, weight_decay,
+                _threads())
 
 
 # The CPU implementations, also callable directly as EAGER.<op> (as torch.ops.dlrmx.<op>).

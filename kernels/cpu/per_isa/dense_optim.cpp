@@ -1,6 +1,7 @@
 // Multi-tensor LAMB and split-SGD, compiled once per ISA level. Work is cut into fixed-size
 // chunks across all tensors so one parallel region balances small and large tensors; LAMB's
 // norms are summed per chunk in fixed order, so results do not depend on the thread count.
+#include "bf16.h"
 #include "dense_optim.h"
 
 #include <omp.h>
@@ -89,6 +90,29 @@ void lamb_step(const LambTensor* tensors, int64_t num_tensors, const LambParams&
   }
 }
 
+namespace {
+
+inline float grad_at(const float* g, int64_t i) { return g[i]; }
+inline float grad_at(const uint16_t* g, int64_t i) { return bf16_to_float(g[i]); }
+
+template <typename grad_t>
+void split_sgd_range(uint16_t* __restrict hi, uint16_t* __restrict lo, const grad_t* __restrict g,
+                     int64_t begin, int64_t end, float lr, float weight_decay) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    uint32_t bits = (static_cast<uint32_t>(hi[i]) << 16) | lo[i];
+    float x;
+    std::memcpy(&x, &bits, 4);
+    // Rounded as torch.optim.SGD rounds (two fused multiply-adds), at every ISA level.
+    x = std::fma(-lr, std::fma(weight_decay, x, grad_at(g, i)), x);
+    std::memcpy(&bits, &x, 4);
+    hi[i] = static_cast<uint16_t>(bits >> 16);
+    lo[i] = static_cast<uint16_t>(bits & 0xFFFFu);
+  }
+}
+
+}  // namespace
+
 void split_sgd_step(const SplitTensor* tensors, int64_t num_tensors, float lr, float weight_decay,
                     int num_threads) {
   const auto chunks = make_chunks(tensors, num_tensors);
@@ -96,20 +120,10 @@ void split_sgd_step(const SplitTensor* tensors, int64_t num_tensors, float lr, f
 #pragma omp parallel for num_threads(std::max(1, num_threads)) schedule(static)
   for (int64_t c = 0; c < nc; ++c) {
     const SplitTensor& t = tensors[chunks[c].tensor];
-    uint16_t* __restrict hi = t.upper;
-    uint16_t* __restrict lo = t.trail;
-    const float* __restrict g = t.grad;
-#pragma omp simd
-    for (int64_t i = chunks[c].begin; i < chunks[c].end; ++i) {
-      uint32_t bits = (static_cast<uint32_t>(hi[i]) << 16) | lo[i];
-      float x;
-      std::memcpy(&x, &bits, 4);
-      // Rounded as torch.optim.SGD rounds (two fused multiply-adds), at every ISA level.
-      x = std::fma(-lr, std::fma(weight_decay, x, g[i]), x);
-      std::memcpy(&bits, &x, 4);
-      hi[i] = static_cast<uint16_t>(bits >> 16);
-      lo[i] = static_cast<uint16_t>(bits & 0xFFFFu);
-    }
+    if (t.grad_bf16 != nullptr)
+      split_sgd_range(t.upper, t.trail, t.grad_bf16, chunks[c].begin, chunks[c].end, lr, weight_decay);
+    else
+      split_sgd_range(t.upper, t.trail, t.grad, chunks[c].begin, chunks[c].end, lr, weight_decay);
   }
 }
 
