@@ -1,6 +1,6 @@
 """This machine's limits for a DLRM training step, measured in the benchmark's own run: the CPU
 (model, family, bf16/AMX flags), the GEMM rate per precision (the faster of torch's default and
-oneDNN on a large GEMM), and the random-row gather rate; the step's GEMM FLOPs and embedding
+oneDNN on a large GEMM), and the random-row gather rate (huge pages); the step's GEMM FLOPs and embedding
 bytes; and the roofline time = FLOPs / GEMM rate + bytes / gather rate.
 """
 
@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from dlrmx.models import mlp
+from dlrmx.nn.tables import new_table
 
 
 def cpu_line() -> str:
@@ -51,9 +52,11 @@ def gemm_rate(dtype: torch.dtype, m: int = 2048, k: int = 1024, n: int = 1024) -
 
 
 def gather_rate(row_bytes: int, table_bytes: int = 1 << 29, rows: int = 1 << 20) -> float:
-    """Bytes/s of gathering random rows (row_bytes each) from a table_bytes table."""
+    """Bytes/s of gathering random rows (row_bytes each) from a table_bytes table on huge pages
+    (as dlrmx's tables are: without them every row also misses the TLB)."""
     dim = row_bytes // 4
-    table = torch.empty(table_bytes // row_bytes, dim).uniform_()
+    table = new_table((table_bytes // row_bytes, dim))
+    table.uniform_()
     idx = torch.randint(0, table.shape[0], (rows,))
     out = torch.empty(rows, dim)
     t = _median(lambda: torch.index_select(table, 0, idx, out=out))

@@ -173,19 +173,7 @@ def run(config: TrainConfig | dict[str, Any],
     mlperf.start("init_start")
 
     torch.manual_seed(cfg.numpy_rand_seed)
-    source = make_source(cfg, progress=cfg.progress and sys.stderr.isatty())
-    if state is None and presets.fit(cfg, lambda c: _estimate(c, source)["total"], available_bytes()):
-        source = make_source(cfg)  # the synthetic tables at the fitted scale
-    chosen = _resolve_precision(cfg, len(source.table_sizes))  # before the model: it sets dtypes
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    check_fits(cfg, source.table_sizes, sparse_optimizer_name(cfg), multi_hot_sizes=source.multi_hot_sizes)
-    model, dense_opt = make_model(cfg, source.table_sizes)
-    if state is not None and "gemms" in state:  # a resumed run keeps its libraries: same numbers
-        chosen = {**chosen, **state.get("precision", {}), "gemms": apply_plan(model, state["gemms"])}
-    else:
-        chosen["gemms"] = plan_gemms(model, cfg.mini_batch_size, cfg.gemm_library)
-    (run_dir / "precision.json").write_text(json.dumps(chosen, indent=1))
-    print(f"GEMMs: {_gemm_summary(chosen['gemms'], cfg.gemm_library)}")
+    source, model, dense_opt, chosen = build(cfg, state, run_dir)
     schedule = make_schedule(cfg, model, dense_opt)  # reads the base rates: before any state loads
     per_epoch = source.num_batches("train", cfg.mini_batch_size)
     if cfg.num_batches > 0:  # the reference's --num-batches: at most this many per epoch
@@ -291,18 +279,12 @@ def run(config: TrainConfig | dict[str, Any],
                 loss_value = loss.item()
                 # Checked before backward (no weight touched yet). The logits too: a saturated
                 # logit (-inf for a negative) gives a finite loss but NaN gradients.
-                if not math.isfinite(loss_value) or not bool(torch.isfinite(logits).all()):
-                    what = f"loss is {loss_value}" if not math.isfinite(loss_value) else \
-                        "a logit is not finite (an input row out of range?)"
-                    raise NonFiniteLossError(
-                        f"{what} at step {step} (lr {lr:g}); stopping. The last good "
-                        f"checkpoint is kept in {ckpt_path}. Try a lower --learning-rate or warm-up.")
+                if not (math.isfinite(loss_value) and bool(torch.isfinite(logits).all())):
+                    _stop_non_finite(f"the loss ({loss_value}) or a logit", step, lr, ckpt_path)
                 dense_opt.zero_grad(set_to_none=True)
                 loss.backward()  # also updates the embedding rows in place
                 if not all(bool(torch.isfinite(p.grad).all()) for p in dense_params if p.grad is not None):
-                    raise NonFiniteLossError(  # stop before the MLPs take it; no checkpoint of it
-                        f"a gradient is not finite at step {step} (an input row out of range?); "
-                        f"stopping. The last good checkpoint is kept in {ckpt_path}.")
+                    _stop_non_finite("an MLP gradient", step, lr, ckpt_path)  # before the MLPs take it
                 dense_opt.step()
                 schedule.step()
                 step += 1
@@ -354,6 +336,26 @@ def run(config: TrainConfig | dict[str, Any],
     return _finish(cfg, result, best_auc, best_step, log)
 
 
+def build(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path):
+    """The data, the model and its dense optimizer, on this machine's fast path: --preset fitted
+    to memory, --precision auto resolved and the GEMM libraries planned (a resumed run keeps
+    the first run's, so it computes the same numbers); writes config.json and precision.json."""
+    source = make_source(cfg, progress=cfg.progress and sys.stderr.isatty())
+    if state is None and presets.fit(cfg, lambda c: _estimate(c, source)["total"], available_bytes()):
+        source = make_source(cfg)  # the synthetic tables at the fitted scale
+    chosen = _resolve_precision(cfg, len(source.table_sizes))  # before the model: it sets dtypes
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    check_fits(cfg, source.table_sizes, sparse_optimizer_name(cfg), source.multi_hot_sizes)
+    model, dense_opt = make_model(cfg, source.table_sizes)
+    if state is not None and "gemms" in state:
+        chosen = {**chosen, **state.get("precision", {}), "gemms": apply_plan(model, state["gemms"])}
+    else:
+        chosen["gemms"] = plan_gemms(model, cfg.mini_batch_size, cfg.gemm_library)
+    (run_dir / "precision.json").write_text(json.dumps(chosen, indent=1))
+    print(f"GEMMs: {_gemm_summary(chosen['gemms'], cfg.gemm_library)}")
+    return source, model, dense_opt, chosen
+
+
 def _estimate(cfg: TrainConfig, source: BatchSource) -> dict[str, int]:
     """The memory estimate of this config (synthetic tables at its current scale)."""
     sizes = (table_sizes(cfg.synthetic_preset, cfg.synthetic_scale)
@@ -382,6 +384,13 @@ def _gemm_summary(plan: list[dict[str, Any]], library: str) -> str:
     how = "measured per shape" if library == "auto" else "--gemm-library"
     return (f"oneDNN for {picks.count('onednn')} of {len(picks)} forward/input-gradient GEMMs, "
             f"torch's default for the rest ({how}; weight gradients on torch's)")
+
+
+def _stop_non_finite(what: str, step: int, lr: float, ckpt_path: Path) -> None:
+    raise NonFiniteLossError(
+        f"{what} is not finite at step {step} (lr {lr:g}; an input row out of range?); "
+        f"stopping. The last good checkpoint is kept in {ckpt_path}. Try a lower "
+        "--learning-rate or warm-up.")
 
 
 def _target_reached(cfg: TrainConfig, m: dict[str, Any]) -> bool:
