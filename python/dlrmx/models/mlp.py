@@ -139,11 +139,10 @@ def measure_layer(layer: Linear, batch: int) -> dict[str, float]:
     w, b = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
     x = torch.randn(batch, layer.in_features).to(w.dtype)
     g = torch.randn(batch, layer.out_features).to(w.dtype)
-    wt = w.t().contiguous()
     candidates = {"fwd_mkl": lambda: _torch(x, w, b, layer.relu), "bwd_mkl": lambda: g.mm(w)}
     if onednn_runs(w.dtype):
         candidates["fwd_onednn"] = lambda: _onednn(x, w, b, layer.relu)
-        candidates["bwd_onednn"] = lambda: _onednn(g, wt, None, False)
+        candidates["bwd_onednn"] = lambda: _onednn(g, w.t().contiguous(), None, False)  # as run
     return {"fwd_onednn": math.inf, "bwd_onednn": math.inf, **_race(candidates)}
 
 
