@@ -263,7 +263,7 @@ def test_cli_converts_refuses_to_clobber_and_has_help(tmp_path, capsys):
     assert "train 30 rows" in capsys.readouterr().out
     assert read_spec(tmp_path / "out")["table_sizes"] == [min(int(c), 3) for c in _synthetic(40)[3]]
     rc, err = _run_cli(capsys, argv)
-    assert rc == 2 and "already holds converted data" in err and "--force" in err
+    assert rc == 2 and "already holds training data" in err and "--force" in err
     assert main(argv[:3] + ["--force"]) == 0  # replaced, now without --max-ind-range
     assert read_spec(tmp_path / "out")["produced_by"]["max_ind_range"] == -1
     (tmp_path / "mine").mkdir()

@@ -310,3 +310,20 @@ def write_dataset(directory: str | Path, splits: dict[str, tuple[np.ndarray, np.
 
 # Re-exported here (the checks live in validate.py, which imports this module).
 from dlrmx.data.validate import validate_dataset  # noqa: E402
+
+
+def check_output_dir(out: Path, overwrite: bool, name: str = "") -> None:
+    """An output directory may be replaced only when empty, or with `overwrite` (--force) when
+    it is a training-format directory: never an arbitrary directory. `name` prefixes the
+    messages (e.g. "-o DIR")."""
+    where = name or str(out)
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir():
+        raise DataFormatError(f"{where}: exists and is not a directory; choose another one")
+    if not (out / "spec.json").is_file():
+        raise DataFormatError(f"{where}: not empty and not a training-format directory (no "
+                              "spec.json); refusing to replace it: choose another directory")
+    if not overwrite:
+        raise DataFormatError(f"{where}: already holds training data; remove it, choose "
+                              "another directory, or pass --force to replace it")

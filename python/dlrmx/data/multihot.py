@@ -63,8 +63,8 @@ import numpy as np
 
 from dlrmx import atomic
 from dlrmx.cli import CliError, Parser, die
-from dlrmx.data.format import (INT32_MAX, SPLITS, DataFormatError, bag_sizes, open_split,
-                               read_spec, split_paths, sparse_dtype, write_spec)
+from dlrmx.data.format import (INT32_MAX, SPLITS, DataFormatError, bag_sizes, check_output_dir,
+                               open_split, read_spec, split_paths, sparse_dtype, write_spec)
 from dlrmx.data.validate import validate_dataset
 
 MLPERF_MULTI_HOT_SIZES = [3, 2, 1, 2, 6, 1, 1, 1, 1, 7, 3, 8, 1, 6, 9, 5, 1, 1, 1, 12, 100, 27,
@@ -257,16 +257,7 @@ def _check_out(inp: Path, out: Path, overwrite: bool) -> None:
     if out == inp or inp in out.parents or out in inp.parents:
         raise DataFormatError(f"-o {out}: the output must not be the input directory {inp}, "
                               "nor inside it or around it; choose another directory")
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return
-    if not out.is_dir():
-        raise DataFormatError(f"-o {out}: exists and is not a directory; choose another one")
-    if not (out / "spec.json").is_file():
-        raise DataFormatError(f"-o {out}: not empty and not a training-format directory (no "
-                              "spec.json); refusing to replace it: choose another directory")
-    if not overwrite:
-        raise DataFormatError(f"-o {out}: already holds training data; remove it, choose "
-                              "another directory, or pass --force to replace it")
+    check_output_dir(out, overwrite, f"-o {out}")
 
 
 def _link_or_copy(src: Path, dst: Path, link: bool) -> str:

@@ -41,7 +41,7 @@ import numpy as np
 from dlrmx import atomic
 from dlrmx.cli import Parser, die
 from dlrmx.data.format import (DataFormatError, SplitWriter, check_ids, check_labels,
-                               read_spec, sparse_dtype, write_spec)
+                               check_output_dir, read_spec, sparse_dtype, write_spec)
 from dlrmx.data.validate import validate_dataset
 
 N_DENSE, N_SPARSE = 13, 26
@@ -287,29 +287,13 @@ class Chunk:
     ids: np.ndarray
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """An output directory may be replaced only when empty, or with overwrite when it is a
-    training-format directory (never an arbitrary directory)."""
-    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
-        return
-    if not out.is_dir():
-        raise DataFormatError(f"{out}: exists and is not a directory")
-    if not (out / "spec.json").is_file():
-        raise DataFormatError(f"{out}: not empty and not a training-format directory (no "
-                              "spec.json); refusing to replace it: choose another output "
-                              "directory")
-    if not overwrite:
-        raise DataFormatError(f"{out}: already holds converted data; remove it, choose another "
-                              "output directory, or pass --force")
-
-
 def _write(out: Path, chunks: Iterator[Chunk], bounds: dict[str, tuple[int, int]],
            sizes: list[int], produced: dict[str, Any], max_ind_range: int,
            overwrite: bool) -> Path:
     """Route a row stream to the three splits (bounds: rows [lo, hi) of the stream), in a
     temporary directory beside `out` that is validated and renamed into place."""
     out = out.resolve()
-    _check_out(out, overwrite)
+    check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale(out)  # what a killed conversion left
     tmp = atomic.temp_name(out)
