@@ -5,12 +5,14 @@ process is gone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import socket
 import uuid
 from pathlib import Path
+from typing import Iterator
 
 
 def _host() -> str:
@@ -79,3 +81,20 @@ def replace_dir(tmp: Path, out: Path) -> None:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)  # what stays has our pid: the next run removes it
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """A fresh temporary directory beside `out` (after removing what a killed run left there)
+    that replaces `out` when the block completes, and is removed if it raises: readers see the
+    old `out` or the finished new one, never a half-written one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out)
+    tmp = temp_name(out)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

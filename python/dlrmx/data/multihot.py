@@ -302,11 +302,7 @@ def materialize(in_dir: str | Path, out_dir: str | Path, sizes: Sequence[int],
     table_sizes = [int(t) for t in spec["table_sizes"]]
     mh = MultiHot(table_sizes, sizes, distribution, seed)
     _check_out(inp, out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.remove_stale(out)
-    tmp = atomic.temp_name(out)
-    tmp.mkdir()
-    try:
+    with atomic.staged_dir(out) as tmp:  # replaces out when done, removed on failure
         how = {}
         for split in SPLITS:
             if int(spec["rows"].get(split, 0)) == 0:
@@ -323,10 +319,6 @@ def materialize(in_dir: str | Path, out_dir: str | Path, sizes: Sequence[int],
                                 "input": {"path": str(inp), "produced_by": spec.get("produced_by")},
                                 "label_and_dense": how})
         validate_dataset(tmp)  # also leaves the stats cache (mtimes survive the rename)
-        atomic.replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import sys
 import zipfile
 import zlib
@@ -294,11 +293,7 @@ def _write(out: Path, chunks: Iterator[Chunk], bounds: dict[str, tuple[int, int]
     temporary directory beside `out` that is validated and renamed into place."""
     out = out.resolve()
     check_output_dir(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.remove_stale(out)  # what a killed conversion left
-    tmp = atomic.temp_name(out)
-    tmp.mkdir()
-    try:
+    with atomic.staged_dir(out) as tmp:  # replaces out when done, removed on failure
         rows = {s: hi - lo for s, (lo, hi) in bounds.items()}
         st = sparse_dtype(sizes)
         writers = {s: SplitWriter(tmp, s, rows[s], N_DENSE, N_SPARSE, st) for s in bounds}
@@ -322,10 +317,6 @@ def _write(out: Path, chunks: Iterator[Chunk], bounds: dict[str, tuple[int, int]
                    sparse_columns=[f"C{i}" for i in range(1, N_SPARSE + 1)], label_column="label",
                    table_sizes=sizes, rows=rows, produced_by=produced)
         validate_dataset(tmp)  # also leaves the stats cache (mtimes survive the rename)
-        atomic.replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
