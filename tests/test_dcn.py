@@ -157,3 +157,27 @@ def test_bad_shapes_and_arguments():
                          ({"in_features": 4.0, "num_layers": 1}, "in_features")):
         with pytest.raises(ValueError, match=name):
             LowRankCrossNet(**kwargs)
+
+
+def test_cross_layer_gemms_are_planned_and_equal_on_either_library():
+    from dlrmx.models.mlp import plan_gemms
+
+    torch.manual_seed(3)
+    net = LowRankCrossNet(21, 2, 5)
+    plan = plan_gemms(net, 37)
+    assert [p["shape"] for p in plan] == [[37, 21, 5], [37, 5, 21]] * 2  # V then W, per layer
+    x = torch.randn(37, 21, requires_grad=True)
+    outs = []
+    for lib in ("mkl", "onednn"):
+        plan_gemms(net, 37, lib)
+        assert all(g.fwd == g.bwd == lib for g in net.gemm_sites())
+        net.zero_grad()
+        x.grad = None
+        y = net(x)
+        y.square().sum().backward()
+        outs.append([y.detach(), x.grad.clone()] + [p.grad.clone() for p in net.parameters()])
+    for a, b in zip(*outs):  # two libraries sum in different orders: fp32 rounding apart
+        scale = max(1.0, a.abs().max().item())
+        torch.testing.assert_close(a / scale, b / scale, rtol=1e-4, atol=1e-5)
+    assert list(net.state_dict()) == [f"{n}.{i}" for n in ("W_kernels", "V_kernels", "bias")
+                                      for i in range(2)]

@@ -8,7 +8,8 @@ Layer l maps a batch of rows x_l [B, N] (x_0 the input) to
     x_{l+1} = x_0 * (x_l V_l^T W_l^T + b_l) + x_l
 
 with V_l [r, N], W_l [N, r], b_l [N] (TorchRec writes it per sample as x_0 * (W_l (V_l x_l) + b_l)
-+ x_l, column vectors). Here that is `F.linear(x_l, V_l)` ([B, r]), `F.linear(., W_l, b_l)`
++ x_l, column vectors). Here that is `linear(x_l, V_l)` ([B, r]), `linear(., W_l, b_l)`
+(`dlrmx.models.mlp.linear`, on the GEMM library `plan_gemms` chose for each shape)
 ([B, N], the bias added by the GEMM) and `torch.addcmul(x_l, x_0, .)`: no per-sample batched
 products and no [B, N] temporaries beyond the GEMM output and the new x.
 """
@@ -18,8 +19,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from dlrmx.models import mlp
 
 
 class LowRankCrossNet(nn.Module):
@@ -60,6 +62,13 @@ class LowRankCrossNet(nn.Module):
         self.W_kernels = nn.ParameterList([param((n, r), True) for _ in range(num_layers)])
         self.V_kernels = nn.ParameterList([param((r, n), True) for _ in range(num_layers)])
         self.bias = nn.ParameterList([param((n,), False) for _ in range(num_layers)])
+        # Each layer's two GEMMs as sites of dlrmx.models.mlp.plan_gemms (the library per
+        # shape); plain objects, so the state_dict stays TorchRec's.
+        self._gemms = [_Gemm(self, name, layer) for layer in range(num_layers)
+                       for name in ("V_kernels", "W_kernels")]
+
+    def gemm_sites(self) -> list["_Gemm"]:
+        return list(self._gemms)
 
     @property
     def num_layers(self) -> int:
@@ -86,12 +95,41 @@ class LowRankCrossNet(nn.Module):
                                  "torch.autocast")
         x0 = input.contiguous()  # one copy for a strided input; every GEMM then reads rows
         x = x0
-        for v, w, b in zip(self.V_kernels, self.W_kernels, self.bias):
-            u = F.linear(F.linear(x, v), w, b)  # x V^T W^T + b, [B, N]
+        for layer, (v, w, b) in enumerate(zip(self.V_kernels, self.W_kernels, self.bias)):
+            gv, gw = self._gemms[2 * layer], self._gemms[2 * layer + 1]
+            u = mlp.linear(mlp.linear(x, v, None, False, gv.fwd, gv.bwd), w, b, False, gw.fwd,
+                           gw.bwd)  # x V^T W^T + b, [B, N]
             # x + x0 * u in one pass; under autocast u is bf16 and addcmul promotes it on the
             # fly, so the residual stays in the input's dtype
             x = torch.addcmul(x, x0, u)
         return x
+
+
+class _Gemm:
+    """One GEMM of a cross layer as `plan_gemms` sees a layer: its shape, weight, bias and the
+    libraries chosen for it (looked up by name, so a replaced parameter is seen)."""
+
+    relu = False
+
+    def __init__(self, net: LowRankCrossNet, name: str, layer: int) -> None:
+        self._net, self._name, self._layer = net, name, layer
+        self.fwd = self.bwd = "mkl"
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return getattr(self._net, self._name)[self._layer]
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self._net.bias[self._layer] if self._name == "W_kernels" else None
+
+    @property
+    def in_features(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[0]
 
 
 def dcn_reference(x0: torch.Tensor, W: Sequence[torch.Tensor], V: Sequence[torch.Tensor],

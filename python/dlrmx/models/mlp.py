@@ -133,7 +133,7 @@ def onednn_runs(dtype: torch.dtype) -> bool:
     return True
 
 
-def measure_layer(layer: Linear, batch: int) -> dict[str, float]:
+def measure_layer(layer, batch: int) -> dict[str, float]:
     """Seconds of each library's forward and input-gradient GEMM at this layer's shape (inf
     where oneDNN cannot run the dtype)."""
     w, b = layer.weight.detach(), None if layer.bias is None else layer.bias.detach()
@@ -154,19 +154,26 @@ def choose(times: dict[str, float], margin: float = 0.03) -> tuple[str, str]:
     return pick[0], pick[1]
 
 
-def linears(module: nn.Module) -> Iterable[Linear]:
-    return (m for m in module.modules() if isinstance(m, Linear))
+def gemm_sites(module: nn.Module) -> Iterable:
+    """Every GEMM `plan_gemms` chooses for: each `Linear`, and what a module lists in its
+    `gemm_sites()` (DCN's cross layers). A site has in_features, out_features, relu, weight,
+    bias and the settable libraries fwd and bwd."""
+    for m in module.modules():
+        if isinstance(m, Linear):
+            yield m
+        elif hasattr(m, "gemm_sites"):
+            yield from m.gemm_sites()
 
 
 def plan_gemms(module: nn.Module, batch: int, library: str = "auto") -> list[dict]:
-    """Set every `Linear`'s libraries: measured at `batch` rows (auto), or forced ("mkl",
-    "onednn"). Layers of the same shape and dtype are measured once. Returns one record per
-    layer (shape, choice, and the times when measured) for the run's log."""
+    """Set the libraries of every GEMM site (`gemm_sites`): measured at `batch` rows (auto), or
+    forced ("mkl", "onednn"). Sites of the same shape and dtype are measured once. Returns one
+    record per site (shape, choice, and the times when measured) for the run's log."""
     if library not in ("auto", *LIBRARIES):
         raise ValueError(f"--gemm-library must be auto, onednn or mkl, got {library!r}")
     seen: dict[tuple, tuple[tuple[str, str], dict[str, float]]] = {}
     plan = []
-    for layer in linears(module):
+    for layer in gemm_sites(module):
         key = (layer.in_features, layer.out_features, layer.relu, layer.weight.dtype)
         if library == "onednn" and not onednn_runs(layer.weight.dtype):
             raise ValueError(f"--gemm-library onednn: oneDNN has no {layer.weight.dtype} matmul "
@@ -190,7 +197,7 @@ def plan_gemms(module: nn.Module, batch: int, library: str = "auto") -> list[dic
 def apply_plan(module: nn.Module, plan: list[dict]) -> list[dict]:
     """Set the layers' libraries as `plan_gemms` recorded them (a resumed run computes as the
     interrupted one did)."""
-    layers = list(linears(module))
+    layers = list(gemm_sites(module))
     if len(plan) != len(layers):
         raise ValueError(f"the GEMM plan has {len(plan)} layers, the model {len(layers)}")
     for layer, p in zip(layers, plan):
