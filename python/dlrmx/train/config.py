@@ -123,8 +123,9 @@ class TrainConfig:
                         "bf16: bf16 MLP weights and tables with exact fp32 master weights "
                         "(split-SGD; LAMB/Adagrad MLPs stay fp32 under autocast)",
                         ("auto", "fp32", "bf16"))
-    gemm_library: str = _f("auto", "fp32 MLP GEMMs: auto (measured per shape at start-up), "
-                           "onednn, or mkl (torch's default)", ("auto", "onednn", "mkl"))
+    gemm_library: str = _f("auto", "library of the MLP and DCN GEMMs (forward and input "
+                           "gradient): auto (raced per shape at start-up), onednn, or mkl "
+                           "(torch's default: MKL for fp32)", ("auto", "onednn", "mkl"))
     threads: int = _f(0, "torch threads (0: leave torch's default)", lo=0, hi=4096)
     run_dir: str = _f("runs/default", "where config, metrics.jsonl, plots and checkpoints go")
     resume: bool = _f(False, "continue the run in --run-dir from its checkpoint")
