@@ -107,6 +107,21 @@ DLRMX_API int dlrmx_split_sgd_step(int64_t n, void* const* params, void* const* 
                                    const int64_t* numel, double lr, double weight_decay,
                                    int32_t num_threads, dlrmx_status* status);
 
+/* ---- Popularity counting. A count-min sketch is `depth` rows of 2^log2_width int64 counters
+ * (table[r * width + c]) with one 64-bit seed per row; ids are raw 64-bit values. weights may
+ * be null (1 per id). */
+DLRMX_API int dlrmx_cms_update(int64_t* table, int64_t log2_width, int64_t depth,
+                               const uint64_t* seeds, const int64_t* ids, const int64_t* weights,
+                               int64_t n, int32_t conservative, int32_t num_threads,
+                               dlrmx_status* status);
+DLRMX_API int dlrmx_cms_query(const int64_t* table, int64_t log2_width, int64_t depth,
+                              const uint64_t* seeds, const int64_t* ids, int64_t n, int64_t* out,
+                              int32_t num_threads, dlrmx_status* status);
+/* counts[ids[i]] += 1; every id must be in [0, rows) (IndexError naming the first that is not,
+ * before any count changes). */
+DLRMX_API int dlrmx_exact_count(int64_t* counts, int64_t rows, const int64_t* ids, int64_t n,
+                                int32_t num_threads, dlrmx_status* status);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,7 @@
+"""Popularity of embedding rows: how often each id is looked up (FAE: a tiny fraction of rows
+takes most lookups). `CountMinSketch` for raw 64-bit ids in bounded memory; `ExactCounter` for
+ids that are already dense row indices."""
+
+from dlrmx.popularity.sketch import CountMinSketch, ExactCounter
+
+__all__ = ["CountMinSketch", "ExactCounter"]
