@@ -54,6 +54,10 @@ void cms_query(const int64_t* table, int64_t log2_width, int64_t depth, const ui
 
 void exact_count(int64_t* counts, int64_t rows, const int64_t* ids, int64_t n, int num_threads) {
   const int parts = std::max(1, num_threads);
+  if (parts == 1 || n < (int64_t{1} << 16)) {  // one owner: no range test per id
+    for (int64_t i = 0; i < n; ++i) ++counts[ids[i]];
+    return;
+  }
 #pragma omp parallel num_threads(parts)
   {
     const int team = omp_get_num_threads(), me = omp_get_thread_num();

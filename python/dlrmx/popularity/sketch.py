@@ -99,7 +99,7 @@ class CountMinSketch:
                     x.size, int(self.conservative), _threads())
         self.total += int(x.size if w is None else w.sum())
         if self.track:
-            self._track(np.unique(x))
+            self._track(x)
 
     def query(self, ids: Any) -> np.ndarray:
         """Estimated counts (int64), never below the true ones."""
@@ -110,6 +110,11 @@ class CountMinSketch:
         return out
 
     def _track(self, new: np.ndarray) -> None:
+        """Keep the `track` ids with the largest estimates. Only ids estimated above the smallest
+        tracked estimate can enter: the native query filters the batch before any sort."""
+        if self._candidates.size >= self.track:
+            floor = self.query(self._candidates).min()
+            new = new[self.query(new) > floor]
         cand = np.union1d(self._candidates, new)
         if cand.size > self.track:
             est = self.query(cand)
