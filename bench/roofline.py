@@ -32,8 +32,10 @@ def cpu_line() -> str:
             f"{'/'.join(flags) or 'no bf16 dot products'}, {torch.get_num_threads()} threads")
 
 
-def _median(fn, reps: int = 5) -> float:
-    fn()
+def median_seconds(fn, reps: int = 5, warmup: bool = True) -> float:
+    """Median seconds of fn() over reps calls (after one untimed call unless warmup=False)."""
+    if warmup:
+        fn()
     ts = []
     for _ in range(reps):
         t = time.perf_counter()
@@ -45,9 +47,9 @@ def _median(fn, reps: int = 5) -> float:
 def gemm_rate(dtype: torch.dtype, m: int = 2048, k: int = 1024, n: int = 1024) -> float:
     """FLOP/s of the faster library on one large GEMM (this machine's practical GEMM peak)."""
     x, w = torch.randn(m, k).to(dtype), torch.randn(n, k).to(dtype)
-    t = _median(lambda: torch.mm(x, w.t()))
+    t = median_seconds(lambda: torch.mm(x, w.t()))
     if mlp.onednn_runs(dtype):
-        t = min(t, _median(lambda: mlp._onednn(x, w, None, False)))
+        t = min(t, median_seconds(lambda: mlp._onednn(x, w, None, False)))
     return 2 * m * k * n / t
 
 
@@ -59,7 +61,7 @@ def gather_rate(row_bytes: int, table_bytes: int = 1 << 29, rows: int = 1 << 20)
     table.uniform_()
     idx = torch.randint(0, table.shape[0], (rows,))
     out = torch.empty(rows, dim)
-    t = _median(lambda: torch.index_select(table, 0, idx, out=out))
+    t = median_seconds(lambda: torch.index_select(table, 0, idx, out=out))
     return rows * row_bytes / t
 
 

@@ -13,7 +13,6 @@ exact top 0.5% (1.0 = it found the true hot set).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from roofline import cpu_line  # noqa: E402
+from roofline import cpu_line, median_seconds  # noqa: E402
 
 from dlrmx.popularity import CountMinSketch, ExactCounter  # noqa: E402
 
@@ -41,15 +40,6 @@ def numpy_cms(ids: np.ndarray, seeds: np.ndarray, log2w: int) -> np.ndarray:
             x = x ^ (x >> np.uint64(31))
             np.add.at(table[r], (x >> np.uint64(64 - log2w)).astype(np.int64), 1)
     return table
-
-
-def best_of(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -77,7 +67,7 @@ def main() -> None:
             def run(kw=kw):
                 s = CountMinSketch(width=width, depth=args.depth, track=0, **kw)
                 s.update(keys)
-            rate[name] = args.ids / best_of(run, args.reps)
+            rate[name] = args.ids / median_seconds(run, args.reps, warmup=False)
         s = CountMinSketch(width=width, depth=args.depth, track=max(1024, 2 * k))
         t = time.perf_counter()
         for part in np.array_split(keys, 64):
@@ -87,7 +77,7 @@ def main() -> None:
         found = c[np.searchsorted(u, top)].sum()
         if nt == args.threads[0]:
             seeds = s.seeds
-            rate["numpy"] = args.ids / best_of(lambda: numpy_cms(keys, seeds, args.log2_width), 2)
+            rate["numpy"] = args.ids / median_seconds(lambda: numpy_cms(keys, seeds, args.log2_width), 2)
             assert np.array_equal(numpy_cms(keys[:100_000], seeds, args.log2_width),
                                   _dlrmx_table(keys[:100_000], width, args.depth)), "hash mismatch"
             try:
@@ -99,15 +89,15 @@ def main() -> None:
                     d = datasketches.count_min_sketch(args.depth, width)
                     for x in sample:
                         d.update(x)
-                rate["datasketches"] = n / best_of(ds, 1)
+                rate["datasketches"] = n / median_seconds(ds, 1)
             except ImportError:
                 print("# datasketches not installed (pip install datasketches): its column skipped")
         dense = rng.integers(0, 1 << 20, args.ids)
 
         def exact():
             ExactCounter(1 << 20).update(dense)
-        rate["exact-counter"] = args.ids / best_of(exact, args.reps)
-        rate["np.bincount"] = args.ids / best_of(lambda: np.bincount(dense, minlength=1 << 20), args.reps)
+        rate["exact-counter"] = args.ids / median_seconds(exact, args.reps)
+        rate["np.bincount"] = args.ids / median_seconds(lambda: np.bincount(dense, minlength=1 << 20), args.reps)
         for name, r in rate.items():
             print(f"threads={nt} {name:20s} {r / 1e6:8.1f} M updates/s  ({r / 1e6 / nt:.1f} per thread)")
         for other in ("numpy", "datasketches"):
