@@ -210,3 +210,17 @@ def test_sparse_optimizer_skips_nonfinite_gradients():
     assert ebc.optimizer.skipped_steps == 1
     for a, b in zip(before, ebc.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_all_finite_sees_any_non_finite_element_and_changes_nothing():
+    from dlrmx.optim._common import all_finite
+
+    ts = [torch.randn(300), torch.randn(7, 5).to(torch.bfloat16), torch.randn(4, 6).t()]
+    before = [t.clone() for t in ts]
+    assert all_finite(ts) and all_finite([])
+    assert all(torch.equal(a, b) for a, b in zip(ts, before))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for i in range(3):
+            probe = [t.clone() for t in ts]
+            probe[i][(0,) * probe[i].dim()] = bad
+            assert not all_finite(probe)

@@ -24,6 +24,7 @@ from dlrmx.models import DLRM
 from dlrmx.models.interaction import interaction_width
 from dlrmx.models.mlp import apply_plan, plan_gemms
 from dlrmx.optim import Lamb, SplitSGD, WarmupPolyDecay
+from dlrmx.optim._common import all_finite
 from dlrmx.train import checkpoint as ckpt
 from dlrmx.train import precision, presets
 from dlrmx.train.config import TrainConfig
@@ -283,7 +284,7 @@ def run(config: TrainConfig | dict[str, Any],
                     _stop_non_finite(f"the loss ({loss_value}) or a logit", step, lr, ckpt_path)
                 dense_opt.zero_grad(set_to_none=True)
                 loss.backward()  # also updates the embedding rows in place
-                if not all(bool(torch.isfinite(p.grad).all()) for p in dense_params if p.grad is not None):
+                if not all_finite([p.grad for p in dense_params if p.grad is not None]):
                     _stop_non_finite("an MLP gradient", step, lr, ckpt_path)  # before the MLPs take it
                 dense_opt.step()
                 schedule.step()
