@@ -65,18 +65,10 @@ def gather_rate(row_bytes: int, table_bytes: int = 1 << 29, rows: int = 1 << 20)
     return rows * row_bytes / t
 
 
-def mlp_flops(layers: Sequence[tuple[int, int]], batch: int) -> int:
-    """Forward + input-gradient + weight-gradient GEMM FLOPs of (in, out) layers."""
-    return 3 * 2 * batch * sum(a * b for a, b in layers)
-
-
-def layers_of(bottom: Sequence[int], top_in: int, top: Sequence[int], dcn: tuple[int, int] | None
-              ) -> list[tuple[int, int]]:
-    layers = list(zip(bottom, bottom[1:])) + list(zip([top_in, *top], top))
-    if dcn is not None:
-        num_layers, rank = dcn
-        layers += [(top_in, rank), (rank, top_in)] * num_layers
-    return layers
+def mlp_flops(widths: Sequence[Sequence[int]], batch: int) -> int:
+    """Forward + input-gradient + weight-gradient GEMM FLOPs of chains of layer widths
+    (dlrmx.models.gemm_widths)."""
+    return 3 * 2 * batch * sum(a * b for w in widths for a, b in zip(w, w[1:]))
 
 
 def embedding_bytes(ids: int, dim: int, fwd_elem: int, update_elem: int, state_per_row: int) -> int:

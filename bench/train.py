@@ -32,11 +32,10 @@ from dlrm_reference import ReferenceDLRM, split_batch  # noqa: E402
 import dlrmx.nn as dnn  # noqa: E402
 from dlrmx.data.loader import make_batch  # noqa: E402
 from dlrmx.data.synthetic import SyntheticCriteo, table_sizes  # noqa: E402
-from dlrmx.models import DLRM  # noqa: E402
+from dlrmx.models import DLRM, gemm_widths  # noqa: E402
 from dlrmx.optim import SplitSGD  # noqa: E402
 from dlrmx.train.metrics import roc_auc  # noqa: E402
 from dlrmx.data.multihot import MLPERF_MULTI_HOT_SIZES, MultiHot  # noqa: E402
-from dlrmx.models.interaction import interaction_width  # noqa: E402
 from dlrmx.models.mlp import plan_gemms  # noqa: E402
 from dlrmx.train import precision  # noqa: E402
 import roofline  # noqa: E402
@@ -157,10 +156,16 @@ def build_systems(args, c: dict, sizes: list[int], data) -> dict:
     return systems
 
 
+def widths_of(c: dict, sizes: list[int]) -> list[list[int]]:
+    """The config's chains of GEMM widths."""
+    dcn = c.get("dcn", (0, 0))
+    return gemm_widths(c["bot"], c["top"], "dcn" if "dcn" in c else "dot", c["dim"], len(sizes),
+                       *dcn)
+
+
 def roofline_seconds(c: dict, sizes: list[int], dtype: torch.dtype, rates: dict, name: str) -> tuple[float, float, float]:
     """(GEMM FLOPs, embedding bytes, roofline seconds) of one step of this system."""
-    top_in = interaction_width("dcn" if "dcn" in c else "dot", c["dim"], len(sizes))
-    flops = roofline.mlp_flops(roofline.layers_of(c["bot"], top_in, c["top"], c.get("dcn")), c["batch"])
+    flops = roofline.mlp_flops(widths_of(c, sizes), c["batch"])
     ids = c["batch"] * (sum(c["multi_hot"]) if "multi_hot" in c else len(sizes))
     bf16_tables = name == "dlrmx-bf16" and "dcn" not in c  # split-SGD tables read bf16 halves
     state = 4 if "dcn" in c else 0  # row-wise Adagrad: one fp32 per row
@@ -179,9 +184,7 @@ def throughput(args) -> None:
     t0 = time.perf_counter()
     systems = build_systems(args, c, sizes, data)
     print(f"# models built in {time.perf_counter() - t0:.1f} s")
-    top_in = interaction_width("dcn" if "dcn" in c else "dot", c["dim"], len(sizes))
-    widths = [c["bot"], [top_in, *c["top"]]] + ([[top_in, c["dcn"][1], top_in]] * c["dcn"][0]
-                                                if "dcn" in c else [])
+    widths = widths_of(c, sizes)
     for nt in args.threads:
         torch.set_num_threads(nt)
         auto = precision.resolve("auto", widths, c["batch"], autocast="dcn" in c)

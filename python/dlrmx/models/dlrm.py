@@ -24,6 +24,17 @@ torch.fx.wrap("dot_interaction")  # leaf calls under torch.fx.symbolic_trace (se
 torch.fx.wrap("cat_interaction")
 
 
+def gemm_widths(bottom_mlp: Sequence[int], top_mlp: Sequence[int], interaction: str,
+                embedding_dim: int, num_tables: int, dcn_num_layers: int = 3,
+                dcn_low_rank_dim: int = 512) -> list[list[int]]:
+    """The widths of the DLRM's chains of GEMMs: the bottom MLP, each DCN cross layer (in ->
+    rank -> in, for interaction "dcn") and the top MLP from the interaction's width. What the
+    start-up measurements and the benchmark's FLOP count need to know of a model's shape."""
+    top_in = interaction_width(interaction, embedding_dim, num_tables)
+    cross = [[top_in, dcn_low_rank_dim, top_in]] * dcn_num_layers if interaction == "dcn" else []
+    return [list(bottom_mlp), *cross, [top_in, *top_mlp]]
+
+
 class DLRM(nn.Module):
     """The DLRM of Naumov et al. (2019) with dlrmx's fused kernels.
 

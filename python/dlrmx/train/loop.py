@@ -20,8 +20,7 @@ import dlrmx.nn as dnn
 from dlrmx import atomic
 from dlrmx.data.loader import BatchSource, Prefetcher
 from dlrmx.data.synthetic import table_sizes
-from dlrmx.models import DLRM
-from dlrmx.models.interaction import interaction_width
+from dlrmx.models import DLRM, gemm_widths
 from dlrmx.models.mlp import apply_plan, plan_gemms
 from dlrmx.optim import Lamb, SplitSGD, WarmupPolyDecay
 from dlrmx.optim._common import all_finite
@@ -368,10 +367,9 @@ def _estimate(cfg: TrainConfig, source: BatchSource) -> dict[str, int]:
 def _resolve_precision(cfg: TrainConfig, num_tables: int) -> dict[str, Any]:
     """--precision auto -> fp32 or bf16 (kept in cfg, so config.json, checkpoints and a resume
     see what ran), printed with the reason."""
-    top_in = interaction_width(cfg.arch_interaction_op, cfg.arch_sparse_feature_size, num_tables)
-    widths = [cfg.bottom_sizes, [top_in, *cfg.top_sizes]]
-    if cfg.arch_interaction_op == "dcn":  # a cross layer's GEMMs: in -> rank -> in
-        widths += [[top_in, cfg.dcn_low_rank_dim, top_in]] * cfg.dcn_num_layers
+    widths = gemm_widths(cfg.bottom_sizes, cfg.top_sizes, cfg.arch_interaction_op,
+                         cfg.arch_sparse_feature_size, num_tables, cfg.dcn_num_layers,
+                         cfg.dcn_low_rank_dim)
     autocast = cfg.optimizer in ("lamb", "hybrid", "adagrad", "rowwise_adagrad")
     rec = precision.resolve(cfg.precision, widths, cfg.mini_batch_size, autocast)
     cfg.precision = rec["precision"]
