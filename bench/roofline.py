@@ -6,14 +6,13 @@ bytes; and the roofline time = FLOPs / GEMM rate + bytes / gather rate.
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from dlrmx.models import mlp
+from dlrmx.train.precision import median_seconds
 from dlrmx.nn.tables import new_table
 
 
@@ -30,18 +29,6 @@ def cpu_line() -> str:
     return (f"{cap.get('cpu_name', '?')} (family {info.get('cpu family', '?')} model "
             f"{info.get('model', '?')}), torch ISA {torch.backends.cpu.get_cpu_capability()}, "
             f"{'/'.join(flags) or 'no bf16 dot products'}, {torch.get_num_threads()} threads")
-
-
-def median_seconds(fn, reps: int = 5, warmup: bool = True) -> float:
-    """Median seconds of fn() over reps calls (after one untimed call unless warmup=False)."""
-    if warmup:
-        fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
 
 
 def gemm_rate(dtype: torch.dtype, m: int = 2048, k: int = 1024, n: int = 1024) -> float:

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from roofline import cpu_line, median_seconds  # noqa: E402
+from roofline import cpu_line  # noqa: E402
 
 from dlrmx.popularity import CountMinSketch, ExactCounter  # noqa: E402
+from dlrmx.train.precision import median_seconds  # noqa: E402
 
 _M = [np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)]
 

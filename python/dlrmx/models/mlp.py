@@ -13,6 +13,7 @@ a copy, which lost at every shape measured.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Iterable, Sequence
@@ -122,6 +123,7 @@ def _race(candidates: dict, rounds: int = 7) -> dict[str, float]:
     return best
 
 
+@functools.cache
 def onednn_runs(dtype: torch.dtype) -> bool:
     """Whether oneDNN has a kernel for this dtype here (bf16 needs AVX-512 or AMX: on an
     AVX2-only CPU it refuses to build the primitive)."""

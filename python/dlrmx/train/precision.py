@@ -70,14 +70,20 @@ def measure(widths: Sequence[Sequence[int]], rows: int, autocast: bool, reps: in
                 loss = sum(F.relu(m(x)).float().sum() for m, x in zip(stack, xs))
             loss.backward()
 
-        step()
-        times = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t)
-        out[name] = statistics.median(times)
+        out[name] = median_seconds(step, reps)
     return out
+
+
+def median_seconds(fn, reps: int = 5, warmup: bool = True) -> float:
+    """Median seconds of fn() over `reps` calls, after one untimed call unless warmup=False."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def resolve(requested: str, widths: Sequence[Sequence[int]], batch: int, autocast: bool
