@@ -45,7 +45,6 @@ class Batch:
         return self.dense.shape[0]
 
 
-_OFFSETS: dict[int, torch.Tensor] = {}
 _BAG_OFFSETS: dict[tuple[int, tuple[int, ...]], torch.Tensor] = {}
 
 
@@ -69,28 +68,22 @@ def make_batch(dense: np.ndarray, sparse: np.ndarray, label: np.ndarray,
     With `bag_sizes` (s_t ids per bag of table t) `sparse` is multi-hot, [B, sum(bag_sizes)]
     table-grouped (table t's s_t ids in contiguous columns, tables in order), and the Batch
     gets table t's B bags of s_t ids after table t-1's (see Batch)."""
-    if bag_sizes is not None:
-        b, width = sparse.shape
+    b, width = sparse.shape
+    if bag_sizes is None:  # one id per bag: the ids transposed, offsets 0..T*B
+        values = np.ascontiguousarray(sparse.T).reshape(-1)
+        offsets = bag_offsets(b, (1,) * width)
+    else:
         if width != sum(bag_sizes):
             raise ValueError(f"make_batch: sparse has {width} columns but bag_sizes add up to "
                              f"{sum(bag_sizes)} (table-grouped multi-hot ids)")
-        flat = np.empty(b * width, dtype=sparse.dtype)
+        values = np.empty(b * width, dtype=sparse.dtype)
         col = 0
         for s in bag_sizes:  # table t's [B, s_t] block, row by row: one copy per table
-            flat[b * col:b * (col + s)].reshape(b, s)[...] = sparse[:, col:col + s]
+            values[b * col:b * (col + s)].reshape(b, s)[...] = sparse[:, col:col + s]
             col += s
-        values = torch.from_numpy(flat)
-        return Batch(torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)), values,
-                     bag_offsets(b, bag_sizes),
-                     torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32)),
-                     None if prob is None else torch.from_numpy(prob))
-    b, t = sparse.shape
-    n = b * t
-    offsets = _OFFSETS.get(n)
-    if offsets is None:  # one id per bag: offsets are 0..T*B, shared by every batch of this size
-        offsets = _OFFSETS.setdefault(n, torch.arange(n + 1, dtype=torch.int64))
-    values = torch.from_numpy(np.ascontiguousarray(sparse.T).reshape(-1))
-    return Batch(torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)), values, offsets,
+        offsets = bag_offsets(b, bag_sizes)
+    return Batch(torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)),
+                 torch.from_numpy(values), offsets,
                  torch.from_numpy(np.ascontiguousarray(label, dtype=np.float32)),
                  None if prob is None else torch.from_numpy(prob))
 
