@@ -4,6 +4,7 @@ keep the replica and the master tables exactly in sync."""
 
 from dlrmx.cache.collection import HOT_DEVICES, CachedEmbeddingBagCollection
 from dlrmx.cache.kernels import HotMap, gather_rows, scatter_rows
+from dlrmx.cache.schedule import POLICIES, HotColdSource
 
-__all__ = ["HOT_DEVICES", "CachedEmbeddingBagCollection", "HotMap", "gather_rows",
-           "scatter_rows"]
+__all__ = ["HOT_DEVICES", "POLICIES", "CachedEmbeddingBagCollection", "HotColdSource", "HotMap",
+           "gather_rows", "scatter_rows"]

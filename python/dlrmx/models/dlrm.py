@@ -9,7 +9,7 @@ reference applies Sigmoid there; we keep the logit so the loss can be computed s
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -42,13 +42,16 @@ class DLRM(nn.Module):
     equal embedding_dim. top_mlp: sizes after the interaction (e.g. [512, 256, 1]); the input size
     is derived from the interaction, as in the reference's --arch-mlp-top. The embedding tables
     are trained by `sparse_optimizer` inside the backward (None: ordinary parameters).
+    `make_embeddings`: the collection's class (or a factory with its arguments), e.g. a
+    `dlrmx.cache.CachedEmbeddingBagCollection` with its hot rows bound.
     """
 
     def __init__(self, table_sizes: Sequence[int], embedding_dim: int, bottom_mlp: Sequence[int],
                  top_mlp: Sequence[int], interaction: str = "dot",
                  sparse_optimizer: SparseOptimizer | None = None, seed: int | None = None,
                  embedding_init: Sequence[torch.Tensor] | None = None,
-                 dcn_num_layers: int = 3, dcn_low_rank_dim: int = 512) -> None:
+                 dcn_num_layers: int = 3, dcn_low_rank_dim: int = 512,
+                 make_embeddings: Callable[..., nn.Module] = EmbeddingBagCollection) -> None:
         super().__init__()
         if bottom_mlp[-1] != embedding_dim:
             raise ValueError(
@@ -66,7 +69,7 @@ class DLRM(nn.Module):
         self.crossnet = (LowRankCrossNet(top_in, dcn_num_layers, dcn_low_rank_dim, generator=gen)
                          if interaction == "dcn" else None)
         # the reference init, from our generator, filled into the tables in place
-        self.embeddings = EmbeddingBagCollection(
+        self.embeddings = make_embeddings(
             [(int(n), embedding_dim) for n in table_sizes], mode="sum",
             optimizer=sparse_optimizer, init_weights=embedding_init, generator=gen)
 

@@ -65,13 +65,17 @@ class HotSet:
         return "\n".join(lines)
 
 
-def select(counts: Sequence[np.ndarray], row_bytes_per_table: Sequence[int], budget: int
-           ) -> HotSet:
+def select(counts: Sequence, row_bytes_per_table: Sequence[int], budget: int,
+           totals: Sequence[int] | None = None) -> HotSet:
     """The rows with the most lookups per byte, across all tables, within `budget` bytes.
 
-    counts[t]: lookups of each row of table t (exact, or sketch estimates); rows never looked up
-    are never chosen. Raises ValueError when the budget cannot hold one row of any table.
+    counts[t]: lookups of each row of table t (exact), or a pair (candidate row ids, their
+    estimated counts) from a sketch; rows never looked up are never chosen. `totals[t]`: the
+    table's lookups, for the coverage (default: the sum of its counts). Raises ValueError when
+    the budget cannot hold one row of any table.
     """
+    ids = [c[0] if isinstance(c, tuple) else None for c in counts]
+    counts = [c[1] if isinstance(c, tuple) else c for c in counts]
     if len(counts) != len(row_bytes_per_table):
         raise ValueError(f"select: {len(counts)} count arrays but {len(row_bytes_per_table)} row "
                          "sizes: one per table")
@@ -101,8 +105,10 @@ def select(counts: Sequence[np.ndarray], row_bytes_per_table: Sequence[int], bud
             lo, hi = (mid, hi) if used(take(mid)) > budget else (lo, mid)
         k = take(hi)
         _fill_ties(sorted_counts, cost, k, int(budget) - used(k))
-    rows = [o[:n].astype(np.int64) for o, n in zip(order, k)]
-    totals = [int(s.sum()) for s in sorted_counts]
+    rows = [(o[:n] if i is None else np.asarray(i)[o[:n]]).astype(np.int64)
+            for o, n, i in zip(order, k, ids)]
+    if totals is None:
+        totals = [int(s.sum()) for s in sorted_counts]
     hot = [int(s[:n].sum()) for s, n in zip(sorted_counts, k)]
     return HotSet(rows=rows, budget=int(budget), bytes_used=used(k),
                   coverage=[h / t if t else 0.0 for h, t in zip(hot, totals)],
@@ -125,14 +131,15 @@ def _fill_ties(sorted_counts: list[np.ndarray], cost: list[int], k: list[int], r
         rest -= m * cost[t]
 
 
-def coverage_curve(counts: Sequence[np.ndarray], row_bytes_per_table: Sequence[int],
+def coverage_curve(counts: Sequence, row_bytes_per_table: Sequence[int],
                    budgets: Sequence[int], sample: np.ndarray | None = None,
-                   table_sizes: Sequence[int] | None = None) -> list[dict]:
+                   table_sizes: Sequence[int] | None = None,
+                   totals: Sequence[int] | None = None) -> list[dict]:
     """Lookup coverage (and, given a sample of [N, T] ids, the all-hot sample fraction) for
     each budget."""
     out = []
     for b in budgets:
-        hs = select(counts, row_bytes_per_table, b)
+        hs = select(counts, row_bytes_per_table, b, totals)
         rec = {"budget": int(b), "coverage": hs.total_coverage,
                "rows": int(sum(r.size for r in hs.rows))}
         if sample is not None and table_sizes is not None:

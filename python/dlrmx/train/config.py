@@ -23,11 +23,11 @@ INT64_MAX = 2**63 - 1
 
 
 def _f(default: Any, help: str, choices: Sequence[str] | None = None, lo: float | None = None,
-       hi: float | None = None, open_hi: bool = False) -> Any:
+       hi: float | None = None, open_hi: bool = False, open_lo: bool = False) -> Any:
     """A field with its help text and the allowed values: choices, or the range [lo, hi]
-    ([lo, hi) with open_hi)."""
+    ([lo, hi) with open_hi, (lo, hi] with open_lo)."""
     return field(default=default, metadata={"help": help, "choices": choices, "lo": lo, "hi": hi,
-                                            "open_hi": open_hi})
+                                            "open_hi": open_hi, "open_lo": open_lo})
 
 
 @dataclass
@@ -126,6 +126,22 @@ class TrainConfig:
     gemm_library: str = _f("auto", "library of the MLP and DCN GEMMs (forward and input "
                            "gradient): auto (raced per shape at start-up), onednn, or mkl "
                            "(torch's default: MKL for fp32)", ("auto", "onednn", "mkl"))
+    hot_cache_budget: str = _f("", "bytes of fast memory for hot embedding rows and their "
+                               "optimizer state (e.g. 64M, 1.5G; empty: no cache): the most looked-"
+                               "up rows within it are replicated there and training batches are "
+                               "scheduled hot or cold (dlrmx.cache; report in RUN_DIR/hotset.json)")
+    hot_device: str = _f("cpu", "where the hot rows live: cpu (a compact replica), none (no "
+                         "replica: only the hot/cold schedule), cuda (needs dlrmx's CUDA kernels)",
+                         ("cpu", "cuda", "none"))
+    hot_schedule: str = _f("fae", "order of hot and cold batches: fae (each window's cold batches, "
+                           "then its hot ones), interleaved (runs of --hot-switch-batches of each "
+                           "kind in turn)", ("fae", "interleaved"))
+    hot_switch_batches: int = _f(4, "--hot-schedule interleaved: batches per run of one kind", lo=1)
+    hot_window_batches: int = _f(64, "train batches regrouped into hot and cold ones at a time",
+                                 lo=1)
+    profile_fraction: float = _f(0.05, "fraction of an epoch's batches profiled for popularity "
+                                 "when the data has no preprocessor dictionaries", lo=0, hi=1,
+                                 open_lo=True)
     threads: int = _f(0, "torch threads (0: leave torch's default)", lo=0, hi=4096)
     run_dir: str = _f("runs/default", "where config, metrics.jsonl, plots and checkpoints go")
     resume: bool = _f(False, "continue the run in --run-dir from its checkpoint")
@@ -157,6 +173,10 @@ class TrainConfig:
     @property
     def eval_batch_size(self) -> int:
         return self.test_mini_batch_size if self.test_mini_batch_size > 0 else 8 * self.mini_batch_size
+
+    @property
+    def hot_budget_bytes(self) -> int:
+        return parse_bytes(self.hot_cache_budget, "--hot-cache-budget")
 
     @property
     def class_weights(self) -> tuple[float, float]:
@@ -207,6 +227,12 @@ class TrainConfig:
             _sizes(self.arch_embedding_size, "--arch-embedding-size")
         if self.loss_function == "wbce":
             self.class_weights  # noqa: B018 (parses and checks --loss-weights)
+        if self.hot_cache_budget:
+            self.hot_budget_bytes  # noqa: B018 (parses and checks --hot-cache-budget)
+            if (self.data_generation == "random" and not self.multi_hot_sizes
+                    and (self.num_indices_per_lookup > 1 or not self.num_indices_per_lookup_fixed)):
+                raise ValueError("--hot-cache-budget needs fixed-size bags: with --data-generation "
+                                 "random give --num-indices-per-lookup 1 (or --multi-hot-sizes)")
         if self.inference_only and not (self.load_model or self.resume):
             raise ValueError("--inference-only needs --load-model FILE (or --resume)")
         return self
@@ -251,10 +277,12 @@ def _check_value(f: dataclasses.Field, value: Any) -> Any:
         value = _to_number(value, flag, kind)
         lo, hi = meta.get("lo"), meta.get("hi")
         above_hi = hi is not None and (value >= hi if meta.get("open_hi") else value > hi)
-        if (lo is not None and value < lo) or above_hi:
+        below_lo = lo is not None and (value <= lo if meta.get("open_lo") else value < lo)
+        if below_lo or above_hi:
             num = (lambda x: str(int(x))) if kind == "int" else (lambda x: f"{x:g}")
             right = "" if hi is None else f", {num(hi)}" + (")" if meta.get("open_hi") else "]")
-            rng = f">= {num(lo)}" if hi is None else f"in [{num(lo)}{right}"
+            left = "(" if meta.get("open_lo") else "["
+            rng = f">= {num(lo)}" if hi is None else f"in {left}{num(lo)}{right}"
             raise ValueError(f"{flag} must be {rng}, got {value!r}")
     elif kind == "str":
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
@@ -395,3 +423,19 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"--config {p}: expected a mapping of option: value")
     return {known_key(k, f"--config {p}"): v for k, v in data.items()}
 
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(text: str, flag: str) -> int:
+    """'65536', '64K', '1.5G' or '512MiB' -> bytes (binary units)."""
+    s = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    unit = s[-1:] if s[-1:] in _UNITS and s[-1:] else ""
+    try:
+        value = float(s[:-1] if unit else s)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{flag} must be a positive number of bytes such as 65536, 64M or 1.5G, "
+                         f"got {text!r}")
+    return int(value * _UNITS[unit])

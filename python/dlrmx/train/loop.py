@@ -25,7 +25,7 @@ from dlrmx.models.mlp import apply_plan, plan_gemms
 from dlrmx.optim import Lamb, SplitSGD, WarmupPolyDecay
 from dlrmx.optim._common import all_finite
 from dlrmx.train import checkpoint as ckpt
-from dlrmx.train import precision, presets
+from dlrmx.train import hot, precision, presets
 from dlrmx.train.config import TrainConfig
 from dlrmx.train.memory import available_bytes, check_fits, estimate_bytes
 from dlrmx.train.metrics import evaluate, roc_auc
@@ -53,10 +53,12 @@ class TrainResult:
     last_eval: dict[str, dict[str, float]] = field(default_factory=dict)  # the last periodic one
     stopped: str = "completed"  # completed | auc_threshold | interrupted | inference_only
     run_dir: str = ""
+    cache: dict[str, Any] = field(default_factory=dict)  # --hot-cache-budget: the cache's counters
 
 
 # ------------------------------------------------------------------------------------ build
-def make_model(cfg: TrainConfig, sizes: list[int]) -> tuple[DLRM, torch.optim.Optimizer]:
+def make_model(cfg: TrainConfig, sizes: list[int], make_embeddings=None
+               ) -> tuple[DLRM, torch.optim.Optimizer]:
     """The model and its dense (MLP) optimizer; the tables train themselves in the backward.
 
     --precision bf16 with SGD MLPs is the native bf16 path (Kalamkar et al.): the MLP weights
@@ -69,7 +71,8 @@ def make_model(cfg: TrainConfig, sizes: list[int]) -> tuple[DLRM, torch.optim.Op
     model = DLRM(sizes, cfg.arch_sparse_feature_size, cfg.bottom_sizes, cfg.top_sizes,
                  interaction=cfg.arch_interaction_op, sparse_optimizer=sparse,
                  seed=cfg.numpy_rand_seed, dcn_num_layers=cfg.dcn_num_layers,
-                 dcn_low_rank_dim=cfg.dcn_low_rank_dim)
+                 dcn_low_rank_dim=cfg.dcn_low_rank_dim,
+                 make_embeddings=make_embeddings or dnn.EmbeddingBagCollection)
     params = model.dense_parameters()
     if opt in ("lamb", "hybrid"):
         dense: torch.optim.Optimizer = Lamb(params, lr=cfg.learning_rate)
@@ -175,12 +178,7 @@ def run(config: TrainConfig | dict[str, Any],
     torch.manual_seed(cfg.numpy_rand_seed)
     source, model, dense_opt, chosen = build(cfg, state, run_dir)
     schedule = make_schedule(cfg, model, dense_opt)  # reads the base rates: before any state loads
-    per_epoch = source.num_batches("train", cfg.mini_batch_size)
-    if cfg.num_batches > 0:  # the reference's --num-batches: at most this many per epoch
-        per_epoch = min(per_epoch, cfg.num_batches)
-    if per_epoch <= 0:
-        raise ValueError(f"the training split has fewer than --mini-batch-size "
-                         f"({cfg.mini_batch_size}) rows")
+    per_epoch = batches_per_epoch(cfg, source)
     total = per_epoch * cfg.nepochs
     result = TrainResult(run_dir=str(run_dir))
     start_step, best_auc, best_step, prior_seconds = 0, float("nan"), -1, 0.0
@@ -213,7 +211,8 @@ def run(config: TrainConfig | dict[str, Any],
               "torch_rng": torch.get_rng_state(), "best_auc": best_auc, "best_step": best_step,
               "samples": result.samples, "train_seconds": seconds, "config": cfg.to_dict(),
               "gemms": chosen["gemms"],
-              "precision": {k: v for k, v in chosen.items() if k != "gemms"}}
+              "precision": {k: v for k, v in chosen.items() if k != "gemms"},
+              **hot.checkpoint_fields(model)}
         ckpt.save_atomic(ck, ckpt_path)
         if cfg.save_model:
             ckpt.save_atomic(ck, cfg.save_model)
@@ -333,6 +332,7 @@ def run(config: TrainConfig | dict[str, Any],
     mlperf.end("run_stop", status="success" if reached else "aborted")
     mlperf.close()
     _profile_report(profiler, run_dir)
+    result.cache = hot.summary(model, source)
     return _finish(cfg, result, best_auc, best_step, log)
 
 
@@ -346,7 +346,11 @@ def build(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path):
     chosen = _resolve_precision(cfg, len(source.table_sizes))  # before the model: it sets dtypes
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     check_fits(cfg, source.table_sizes, sparse_optimizer_name(cfg), source.multi_hot_sizes)
-    model, dense_opt = make_model(cfg, source.table_sizes)
+    per_epoch = batches_per_epoch(cfg, source)
+    rows = hot.hot_rows(cfg, source, per_epoch, sparse_optimizer_name(cfg), state, run_dir)
+    model, dense_opt = make_model(cfg, source.table_sizes, hot.cached_collection(cfg, rows))
+    if rows is not None:
+        source = hot.scheduled(cfg, source, model, per_epoch)
     if state is not None and "gemms" in state:
         chosen = {**chosen, **state.get("precision", {}), "gemms": apply_plan(model, state["gemms"])}
     else:
@@ -354,6 +358,16 @@ def build(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path):
     (run_dir / "precision.json").write_text(json.dumps(chosen, indent=1))
     print(f"GEMMs: {_gemm_summary(chosen['gemms'], cfg.gemm_library)}")
     return source, model, dense_opt, chosen
+
+
+def batches_per_epoch(cfg: TrainConfig, source: BatchSource) -> int:
+    per_epoch = source.num_batches("train", cfg.mini_batch_size)
+    if cfg.num_batches > 0:  # the reference's --num-batches: at most this many per epoch
+        per_epoch = min(per_epoch, cfg.num_batches)
+    if per_epoch <= 0:
+        raise ValueError(f"the training split has fewer than --mini-batch-size "
+                         f"({cfg.mini_batch_size}) rows")
+    return per_epoch
 
 
 def _estimate(cfg: TrainConfig, source: BatchSource) -> dict[str, int]:
