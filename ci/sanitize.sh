@@ -9,4 +9,4 @@ export LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=lib
 export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 exec .venv-san/bin/python -m pytest tests/test_embedding_bag.py tests/test_collection.py tests/test_bad_input.py \
   tests/test_optim.py tests/test_interaction.py tests/test_native_safety.py tests/test_fuzz_ops.py \
-  tests/test_sketch.py -q -p no:cacheprovider "$@"
+  tests/test_sketch.py tests/test_cache.py -q -p no:cacheprovider "$@"

@@ -19,8 +19,8 @@ void check_rows(const int64_t* idx, int64_t n, int64_t rows, const char* what) {
 
 extern "C" {
 
-int dlrmx_cache_remap(int64_t num_tables, const int32_t* const* maps, const int64_t* prefix,
-                      const int64_t* rows, const void* ids, int32_t ids_dtype,
+int dlrmx_cache_remap(int64_t num_tables, const int32_t* const* maps, const int64_t* lo,
+                      const int64_t* hi, const int64_t* rows, const void* ids, int32_t ids_dtype,
                       const int64_t* offsets, int64_t batch, int32_t* slots, uint8_t* sample_hot,
                       int64_t* misses, int32_t nt, dlrmx_status* status) {
   return guarded(status, [&] {
@@ -32,7 +32,7 @@ int dlrmx_cache_remap(int64_t num_tables, const int32_t* const* maps, const int6
     CHECK_VALUE(offsets[0] == 0, "cache remap: offsets[0] must be 0, got ", offsets[0]);
     for (int64_t i = 1; i <= nbags; ++i)
       CHECK_VALUE(offsets[i] >= offsets[i - 1], "cache remap: offsets decrease at ", i);
-    dlrmx::cpu::HotMaps m{num_tables, maps, prefix, rows};
+    dlrmx::cpu::HotMaps m{num_tables, maps, lo, hi, rows};
     dlrmx::cpu::RemapError err;
     *misses = ids_dtype == DLRMX_I32
         ? dlrmx::cpu::remap_hot(m, static_cast<const int32_t*>(ids), offsets, batch, slots,

@@ -125,10 +125,10 @@ DLRMX_API int dlrmx_exact_count(int64_t* counts, int64_t rows, const int64_t* id
 /* The hot/cold cache. remap: for a table-major batch (offsets: T*B+1), slots[j] (may be null)
  * = the hot-tier slot of ids[j] or -1; sample_hot[b] (may be null) = 1 iff all of sample b's
  * lookups are hot; *misses = the number of cold lookups. maps[t]: int32 slot per row of table t,
- * or null when its hot rows are the prefix [0, prefix[t]). An id outside [0, rows[t]) is an
- * IndexError naming table and position. */
-DLRMX_API int dlrmx_cache_remap(int64_t num_tables, const int32_t* const* maps,
-                                const int64_t* prefix, const int64_t* rows, const void* ids,
+ * or null when its hot rows are the run [lo[t], hi[t]) (slot id - lo[t]). An id outside
+ * [0, rows[t]) is an IndexError naming table and position. */
+DLRMX_API int dlrmx_cache_remap(int64_t num_tables, const int32_t* const* maps, const int64_t* lo,
+                                const int64_t* hi, const int64_t* rows, const void* ids,
                                 int32_t ids_dtype, const int64_t* offsets, int64_t batch,
                                 int32_t* slots, uint8_t* sample_hot, int64_t* misses,
                                 int32_t num_threads, dlrmx_status* status);

@@ -24,11 +24,11 @@ def _batch(rng, sizes, b, bag_sizes=None, hot=None, dtype=torch.int64):
     return torch.from_numpy(np.concatenate(vals)).to(dtype), torch.tensor(offs, dtype=torch.int64)
 
 
-def _hot_rows(rng, sizes, frac=0.3, prefix=(1,)):
+def _hot_rows(rng, sizes, frac=0.3, runs=(1, 3)):
     rows = []
-    for t, n in enumerate(sizes):
+    for t, n in enumerate(sizes):  # tables in `runs`: one run of ids [t, t + k)
         k = max(1, int(n * frac))
-        rows.append(np.arange(k) if t in prefix else rng.choice(n, k, replace=False))
+        rows.append(np.arange(t, t + k) if t in runs else rng.choice(n, k, replace=False))
     return rows
 
 
@@ -38,7 +38,7 @@ def test_remap_and_classify_equal_python(dtype, bag_sizes):
     rng = np.random.default_rng(0)
     rows = _hot_rows(rng, SIZES)
     hm = HotMap(rows, SIZES)
-    assert hm.maps[1] is None and hm.maps[0] is not None  # the prefix table needs no map
+    assert hm.maps[1] is None and hm.maps[3] is None and hm.maps[0] is not None  # runs: no map
     b = 53
     values, offsets = _batch(rng, SIZES, b, bag_sizes, dtype=dtype)
     slots, hot, misses = hm.remap(values, offsets, b)

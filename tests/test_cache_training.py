@@ -94,3 +94,45 @@ def test_report_and_plot_in_the_run_dir(tmp_path):
 def test_bad_cache_flags_are_named(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
         run(_cfg(tmp_path, "bad", num_batches=4, **kw))
+
+
+KAGGLE_HEAD = (__import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+               / "criteo" / "kaggle_head1000_trailing_fields_stripped.tsv")
+
+
+@pytest.mark.skipif(not KAGGLE_HEAD.is_file(), reason="../shared/data Criteo sample absent")
+def test_popularity_from_the_preprocessor_dictionaries(tmp_path):
+    """Real Criteo rows: the dictionaries' counts are the exact lookup counts of the rows they
+    were fit on (train only here), and `order: frequency` puts each table's hot set at the front
+    of its ids, so it is remapped by a prefix test."""
+    from dlrmx.cache import HotMap
+    from dlrmx.data.format import open_split, read_spec
+    from dlrmx.popularity import row_bytes, select
+    from dlrmx.popularity.profile import from_dictionaries
+    from dlrmx.preprocess import preset
+    from dlrmx.preprocess import run as preprocess
+
+    out = tmp_path / "criteo"
+    cfg = preset("criteo-kaggle")
+    cfg.categorical_ops.fit_on = "train"
+    preprocess(cfg, [str(KAGGLE_HEAD)], out, engine="polars")
+    pop = from_dictionaries(out)
+    assert pop is not None and pop.source == "dictionaries" and pop.prefix_ordered
+    train = np.asarray(open_split(out, "train").sparse)
+    sizes = read_spec(out)["table_sizes"]
+    for t, n in enumerate(sizes):
+        exact = np.bincount(train[:, t], minlength=n)
+        assert np.array_equal(pop.counts[t], exact), t
+    chosen = select(pop.counts, [row_bytes(8)] * len(sizes), 20_000, pop.totals)
+    hm = HotMap(chosen.rows, sizes)
+    # frequency order: the hot set is one run of ids at the front (after the reserved row 0
+    # when that is cold), remapped by a range test without a map
+    runs = sum(m is None for m in hm.maps)
+    assert runs >= 20, runs
+
+    res = run(_cfg(tmp_path, "run", data_generation="dataset", processed_data_file=str(out),
+                   mini_batch_size=64, hot_cache_budget="20K", num_batches=0, nepochs=2,
+                   test_freq=-1))
+    rep = json.loads((tmp_path / "run" / "hotset.json").read_text())
+    assert rep["popularity"] == "dictionaries" and rep["prefix_ordered"]
+    assert res.steps == 2 * (read_spec(out)["rows"]["train"] // 64)

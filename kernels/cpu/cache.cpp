@@ -23,7 +23,7 @@ int64_t remap_hot(const HotMaps& maps, const index_t* ids, const int64_t* offset
     RemapError& mine = bad[omp_get_thread_num()];
     for (int64_t t = 0; t < T; ++t) {
       const int32_t* map = maps.map[t];
-      const int64_t prefix = maps.prefix[t], rows = maps.rows[t];
+      const int64_t lo = maps.lo[t], hi = maps.hi[t], rows = maps.rows[t];
 #pragma omp for schedule(static) nowait
       for (int64_t b = 0; b < batch; ++b) {
         const int64_t bag = t * batch + b;
@@ -36,7 +36,8 @@ int64_t remap_hot(const HotMaps& maps, const index_t* ids, const int64_t* offset
             if (slots != nullptr) slots[j] = -1;
             continue;
           }
-          const int32_t s = map != nullptr ? map[id] : (id < prefix ? static_cast<int32_t>(id) : -1);
+          const int32_t s = map != nullptr ? map[id]
+                            : (id >= lo && id < hi ? static_cast<int32_t>(id - lo) : -1);
           if (slots != nullptr) slots[j] = s;
           if (s < 0) {
             hot = false;

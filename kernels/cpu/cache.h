@@ -7,11 +7,13 @@
 namespace dlrmx::cpu {
 
 // Where table t's hot rows are: map[t][id] is the slot of row id in the hot tier or -1, or, with
-// map[t] null, the rows [0, prefix[t]) sit in slots 0..prefix[t]-1 (a frequency-ordered table).
+// map[t] null, the rows [lo[t], hi[t]) sit in slots 0..hi[t]-lo[t]-1 (a frequency-ordered table:
+// its hot rows are one run of ids at the front).
 struct HotMaps {
   int64_t num_tables;
   const int32_t* const* map;
-  const int64_t* prefix;
+  const int64_t* lo;
+  const int64_t* hi;
   const int64_t* rows;  // each table's row count, for the range check of the ids
 };
 

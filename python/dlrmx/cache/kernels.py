@@ -12,7 +12,8 @@ import torch
 from dlrmx import native
 
 _P, _I32, _I64 = ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64
-_remap = native.declare("dlrmx_cache_remap", _I64, _P, _P, _P, _P, _I32, _P, _I64, _P, _P, _P, _I32)
+_remap = native.declare("dlrmx_cache_remap", _I64, _P, _P, _P, _P, _P, _I32, _P, _I64, _P, _P, _P,
+                         _I32)
 _gather = native.declare("dlrmx_gather_rows", _P, _I64, _I64, _P, _I64, _P, _I32)
 _scatter = native.declare("dlrmx_scatter_rows", _P, _I64, _I64, _P, _P, _I64, _I32)
 _IDS = {torch.int32: 2, torch.int64: 3}  # DLRMX_I32, DLRMX_I64
@@ -26,9 +27,10 @@ class HotMap:
     """Which rows of each table are hot, and their slot in the hot tier.
 
     `rows[t]`: table t's hot row ids (distinct, in [0, table_sizes[t])); slot i holds rows[t][i]
-    after they are sorted ascending (sequential gathers). A table whose hot rows are exactly
-    [0, k) (frequency-ordered ids: the preprocessor's `order: frequency`) needs no map: a prefix
-    test remaps it. Others keep an int32 slot per row (-1: cold), 4 bytes per row.
+    after they are sorted ascending (sequential gathers). A table whose hot rows are one run of
+    ids [lo, hi) (frequency-ordered ids, the preprocessor's `order: frequency`, put the hot rows
+    at the front) needs no map: a range test remaps it. Others keep an int32 slot per row (-1:
+    cold), 4 bytes per row.
     """
 
     def __init__(self, rows: Sequence[np.ndarray], table_sizes: Sequence[int]) -> None:
@@ -45,7 +47,7 @@ class HotMap:
                 raise IndexError(f"HotMap: table {t}'s hot rows hold {r[0] if r[0] < 0 else r[-1]}, "
                                  f"outside its rows [0, {n})")
             self.rows.append(r)
-            if r.size and r[-1] != r.size - 1:  # not a prefix: a slot per row
+            if r.size and r[-1] - r[0] != r.size - 1:  # not one run of ids: a slot per row
                 m = np.full(n, -1, dtype=np.int32)
                 m[r] = np.arange(r.size, dtype=np.int32)
                 self.maps.append(m)
@@ -53,8 +55,9 @@ class HotMap:
                 self.maps.append(None)
         self._map_ptrs = (_P * len(rows))(*[m.ctypes.data if m is not None else None
                                            for m in self.maps])
-        self._prefix = np.asarray([r.size if m is None else 0 for r, m in zip(self.rows, self.maps)],
-                                  dtype=np.int64)
+        run = [(int(r[0]), int(r[-1]) + 1) if r.size and m is None else (0, 0)
+               for r, m in zip(self.rows, self.maps)]
+        self._lo, self._hi = (np.asarray(x, dtype=np.int64) for x in zip(*run))
         self._sizes = np.asarray(self.table_sizes, dtype=np.int64)
 
     @property
@@ -74,8 +77,8 @@ class HotMap:
         out = torch.empty(values.numel(), dtype=torch.int32) if slots else None
         hot = np.empty(batch, dtype=np.uint8)
         misses = ctypes.c_int64(0)
-        native.call(_remap, self.num_tables, self._map_ptrs, self._prefix.ctypes.data,
-                    self._sizes.ctypes.data, values.data_ptr(), _IDS[values.dtype],
+        native.call(_remap, self.num_tables, self._map_ptrs, self._lo.ctypes.data,
+                    self._hi.ctypes.data, self._sizes.ctypes.data, values.data_ptr(), _IDS[values.dtype],
                     offsets.data_ptr(), batch, None if out is None else out.data_ptr(),
                     hot.ctypes.data, ctypes.byref(misses), _threads())
         return out, hot.view(bool), int(misses.value)
