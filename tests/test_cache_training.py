@@ -136,3 +136,18 @@ def test_popularity_from_the_preprocessor_dictionaries(tmp_path):
     rep = json.loads((tmp_path / "run" / "hotset.json").read_text())
     assert rep["popularity"] == "dictionaries" and rep["prefix_ordered"]
     assert res.steps == 2 * (read_spec(out)["rows"]["train"] // 64)
+
+
+def test_profiling_names_an_id_out_of_range():
+    from dlrmx.data.loader import BatchSource, make_batch
+    from dlrmx.popularity.profile import profile
+
+    class Bad(BatchSource):
+        table_sizes = [10, 10]
+
+        def get(self, split, index, batch_size, epoch=0):
+            sparse = np.array([[1, 2], [3, 12]], dtype=np.int32)  # table 1 has 10 rows
+            return make_batch(np.zeros((2, 13), np.float32), sparse, np.zeros(2, np.float32))
+
+    with pytest.raises(IndexError, match=r"profiling train batch 0, table 1: ids\[1\] = 12"):
+        profile(Bad(), 2, 1, 1.0)

@@ -38,9 +38,13 @@ def estimate_bytes(cfg: TrainConfig, table_sizes: list[int], sparse_optimizer: s
     # Forward keeps each layer's output for backward; backward holds about as much again.
     per_sample = 4 * (2 * sum(widths) + 13 + 2 * ids)
     batch = max(cfg.mini_batch_size, cfg.eval_batch_size) * per_sample * 2
+    # --hot-cache-budget: the replica (at most the budget), a slot map of 4 bytes per row, and
+    # a window of batches regrouped by the scheduler
+    window = cfg.hot_window_batches * cfg.mini_batch_size * 4 * (15 + 2 * ids)
+    cache = cfg.hot_budget_bytes + 4 * rows + window if cfg.hot_cache_budget else 0
     return {"tables": tables, "optimizer_state": state, "mlp": mlp_params * 4 * 4,
-            "multi_hot_lookup": lookup, "batch": batch,
-            "total": tables + state + mlp_params * 16 + lookup + batch}
+            "multi_hot_lookup": lookup, "batch": batch, "hot_cache": cache,
+            "total": tables + state + mlp_params * 16 + lookup + batch + cache}
 
 
 def available_bytes() -> int | None:
