@@ -102,25 +102,28 @@ def _checked_batch(values, offsets, batch: int, tables: int):
     return values.contiguous(), offsets
 
 
-def _rows_view(t: torch.Tensor, what: str) -> tuple[torch.Tensor, int]:
-    """A contiguous CPU tensor as rows (dim 0) of bytes."""
+def _row_bytes(t: torch.Tensor, what: str) -> int:
+    """The bytes of one row (dim 0) of a contiguous CPU tensor."""
     if t.device.type != "cpu" or not t.is_contiguous() or t.dim() < 1:
         raise ValueError(f"{what} must be a contiguous CPU tensor of rows")
-    return t, t.element_size() * (t[0].numel() if t.shape[0] else int(np.prod(t.shape[1:])))
+    return t.element_size() * (t[0].numel() if t.shape[0] else int(np.prod(t.shape[1:])))
 
 
-def _index(idx) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(idx, dtype=np.int64))
+def _checked(name: str, indexed: torch.Tensor, packed: torch.Tensor, idx) -> tuple[np.ndarray, int]:
+    """(the indices as int64, the row bytes) of a copy between the `indexed` tensor's rows idx
+    and the `packed` tensor's first len(idx) rows."""
+    row_bytes = _row_bytes(indexed, f"{name}: the indexed tensor")
+    i = np.ascontiguousarray(np.asarray(idx, dtype=np.int64))
+    if (_row_bytes(packed, f"{name}: the packed tensor") != row_bytes
+            or packed.dtype != indexed.dtype or packed.shape[0] < i.size):
+        raise ValueError(f"{name}: {tuple(packed.shape)} {packed.dtype} cannot hold {i.size} rows "
+                         f"of {tuple(indexed.shape)} {indexed.dtype}")
+    return i, row_bytes
 
 
 def gather_rows(src: torch.Tensor, idx, out: torch.Tensor) -> torch.Tensor:
     """out[i] = src[idx[i]] (any dtype; rows as bytes), in one native parallel pass."""
-    src, row_bytes = _rows_view(src, "gather_rows: src")
-    out, out_bytes = _rows_view(out, "gather_rows: out")
-    i = _index(idx)
-    if out_bytes != row_bytes or out.dtype != src.dtype or out.shape[0] < i.size:
-        raise ValueError(f"gather_rows: out {tuple(out.shape)} {out.dtype} cannot take {i.size} "
-                         f"rows of src {tuple(src.shape)} {src.dtype}")
+    i, row_bytes = _checked("gather_rows", src, out, idx)
     native.call(_gather, src.data_ptr(), src.shape[0], row_bytes, i.ctypes.data, i.size,
                 out.data_ptr(), _threads())
     return out
@@ -128,12 +131,7 @@ def gather_rows(src: torch.Tensor, idx, out: torch.Tensor) -> torch.Tensor:
 
 def scatter_rows(src: torch.Tensor, idx, dst: torch.Tensor) -> torch.Tensor:
     """dst[idx[i]] = src[i] (idx distinct), in one native parallel pass."""
-    src, row_bytes = _rows_view(src, "scatter_rows: src")
-    dst, dst_bytes = _rows_view(dst, "scatter_rows: dst")
-    i = _index(idx)
-    if dst_bytes != row_bytes or dst.dtype != src.dtype or src.shape[0] < i.size:
-        raise ValueError(f"scatter_rows: src {tuple(src.shape)} {src.dtype} cannot fill {i.size} "
-                         f"rows of dst {tuple(dst.shape)} {dst.dtype}")
+    i, row_bytes = _checked("scatter_rows", dst, src, idx)
     native.call(_scatter, src.data_ptr(), i.size, row_bytes, i.ctypes.data, dst.data_ptr(),
                 dst.shape[0], _threads())
     return dst
