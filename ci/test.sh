@@ -6,6 +6,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/setup.sh
+# OpenMPI's mpirun, from Debian's packages, for the mpirun launch test (it skips without one).
+if ! command -v mpirun >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get install -y -q openmpi-bin >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q openmpi-bin >/dev/null 2>&1; } ||
+    echo "ci/test.sh: openmpi-bin could not be installed; the mpirun test will skip"
+fi
 .venv/bin/python -m pytest tests -q "$@"
 if [ "${DLRMX_SKIP_WHEEL:-0}" != 1 ]; then
   bash ci/wheel.sh

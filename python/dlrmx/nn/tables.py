@@ -66,12 +66,18 @@ def fill_rows(optimizer: "SparseOptimizer | None", weight: torch.Tensor,
               state: torch.Tensor | None, make_fp32) -> None:
     """Fill a table chunk by chunk: `make_fp32(r0, r1)` gives the fp32 values of rows r0..r1,
     stored as the optimizer keeps them (with fresh state). Peak extra memory: one chunk."""
-    rows, dim = weight.shape
-    step = max(1, CHUNK_ELEMENTS // max(1, dim))
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
+    for r0, r1 in row_chunks(*weight.shape):
         write_fp32(optimizer, weight[r0:r1], None if state is None else state[r0:r1],
                    make_fp32(r0, r1))
+
+
+def row_chunks(rows: int, dim: int):
+    """The (r0, r1) row ranges of about CHUNK_ELEMENTS elements that `fill_rows` fills in order
+    (a sharded model draws the same chunks of the tables it does not hold, to stay in step
+    with a single process's random stream)."""
+    step = max(1, CHUNK_ELEMENTS // max(1, dim))
+    for r0 in range(0, rows, step):
+        yield r0, min(rows, r0 + step)
 
 
 def write_fp32(optimizer: "SparseOptimizer | None", weight: torch.Tensor,

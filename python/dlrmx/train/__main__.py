@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted before training started", file=sys.stderr)
         return 130
-    print(summary_text(result))
+    if result.rank == 0:  # under a launcher, rank 0 speaks for the run
+        print(summary_text(result))
     return 130 if result.stopped == "interrupted" else 0
 
 

@@ -142,7 +142,17 @@ class TrainConfig:
     profile_fraction: float = _f(0.05, "fraction of an epoch's batches profiled for popularity "
                                  "when the data has no preprocessor dictionaries", lo=0, hi=1,
                                  open_lo=True)
-    threads: int = _f(0, "torch threads (0: leave torch's default)", lo=0, hi=4096)
+    dist_backend: str = _f("auto", "torch.distributed backend when a launcher (torchrun, mpirun, "
+                           "Spark's TorchDistributor) started several processes: auto (gloo), "
+                           "gloo, or mpi (a torch built with MPI)", ("auto", "gloo", "mpi"))
+    dist_timeout: float = _f(300.0, "seconds a rank waits for the others before it fails, naming "
+                             "the step", lo=1)
+    sparse_dense_boundary: int = _f(2048, "distributed: tables with fewer rows are replicated on "
+                                    "every rank, larger ones placed whole on one rank", lo=0)
+    max_table_bytes_per_rank: str = _f("", "distributed: refuse a placement that puts more table "
+                                       "and optimizer-state bytes on one rank (e.g. 64G)")
+    threads: int = _f(0, "torch threads per process (0: torch's default alone; under a launcher "
+                      "the cores shared among this node's ranks)", lo=0, hi=4096)
     run_dir: str = _f("runs/default", "where config, metrics.jsonl, plots and checkpoints go")
     resume: bool = _f(False, "continue the run in --run-dir from its checkpoint")
     config: str = _f("", "YAML file of options (flags given on the command line override it)")
@@ -291,6 +301,11 @@ def _check_value(f: dataclasses.Field, value: Any) -> Any:
         choices = meta.get("choices")
         if f.name == "optimizer":
             choices = tuple(choices) + tuple(OPTIMIZER_ALIASES)
+        if f.name == "dist_backend":
+            if value in ("ccl", "nccl"):
+                raise ValueError(f"{flag} {value}: dlrmx trains on CPUs with gloo (or mpi); "
+                                 "Intel's oneCCL bindings are end-of-life: use gloo")
+            value = value or "auto"  # the reference's default, ""
         if choices and value not in choices:
             raise ValueError(f"{flag} must be one of {list(choices)}, got {value!r}")
     return value

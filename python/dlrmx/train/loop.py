@@ -3,10 +3,15 @@ evaluate, log, checkpoint; `run(config)` returns a `TrainResult`."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,8 +21,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import dlrmx.distributed.data
 import dlrmx.nn as dnn
-from dlrmx import atomic
+from dlrmx import atomic, distributed
 from dlrmx.data.loader import BatchSource, Prefetcher
 from dlrmx.data.synthetic import table_sizes
 from dlrmx.models import DLRM, gemm_widths
@@ -26,7 +32,7 @@ from dlrmx.optim import Lamb, SplitSGD, WarmupPolyDecay
 from dlrmx.optim._common import all_finite
 from dlrmx.train import checkpoint as ckpt
 from dlrmx.train import hot, precision, presets
-from dlrmx.train.config import TrainConfig
+from dlrmx.train.config import TrainConfig, parse_bytes
 from dlrmx.train.memory import available_bytes, check_fits, estimate_bytes
 from dlrmx.train.metrics import evaluate, roc_auc
 from dlrmx.train.mlperf import MLPerfLog
@@ -54,6 +60,7 @@ class TrainResult:
     stopped: str = "completed"  # completed | auc_threshold | interrupted | inference_only
     run_dir: str = ""
     cache: dict[str, Any] = field(default_factory=dict)  # --hot-cache-budget: the cache's counters
+    rank: int = 0  # this process's rank under a launcher (only rank 0's result is the run's)
 
 
 # ------------------------------------------------------------------------------------ build
@@ -106,7 +113,18 @@ def make_schedule(cfg: TrainConfig, model: DLRM, dense: torch.optim.Optimizer) -
                            decay_steps=cfg.lr_num_decay_steps, min_lr=1e-7)
 
 
-def compute_loss(cfg: TrainConfig, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+def compute_loss(cfg: TrainConfig, logits: torch.Tensor, label: torch.Tensor,
+                 denominator: int | None = None) -> torch.Tensor:
+    """The batch's loss: the mean over its samples, or (`denominator`, a rank's slice of a
+    global batch) their sum over the global batch size, which gives each sample the gradient a
+    single process gives it."""
+    if denominator is not None:
+        return _loss(cfg, logits, label, "sum") / denominator
+    return _loss(cfg, logits, label, "mean")
+
+
+def _loss(cfg: TrainConfig, logits: torch.Tensor, label: torch.Tensor, reduction: str
+          ) -> torch.Tensor:
     z = logits.float()
     weight = None
     if cfg.loss_function == "wbce":
@@ -115,15 +133,17 @@ def compute_loss(cfg: TrainConfig, logits: torch.Tensor, label: torch.Tensor) ->
     if cfg.loss_threshold > 0:  # the reference's --loss-threshold clamps the probability
         p = torch.sigmoid(z).clamp(cfg.loss_threshold, 1 - cfg.loss_threshold)
         if cfg.loss_function == "mse":
-            return F.mse_loss(p, label)
-        return F.binary_cross_entropy(p, label, weight=weight)
+            return F.mse_loss(p, label, reduction=reduction)
+        return F.binary_cross_entropy(p, label, weight=weight, reduction=reduction)
     if cfg.loss_function == "mse":
-        return F.mse_loss(torch.sigmoid(z), label)
-    return F.binary_cross_entropy_with_logits(z, label, weight=weight)  # stable for any logit
+        return F.mse_loss(torch.sigmoid(z), label, reduction=reduction)
+    # stable for any logit
+    return F.binary_cross_entropy_with_logits(z, label, weight=weight, reduction=reduction)
 
 
 @torch.no_grad()
-def run_eval(cfg: TrainConfig, model: DLRM, source: BatchSource, split: str) -> dict[str, Any] | None:
+def run_eval(cfg: TrainConfig, model: DLRM, source: BatchSource, split: str,
+             ctx: distributed.Dist | None = None) -> dict[str, Any] | None:
     autocast = needs_autocast(cfg, model)
     bs = cfg.eval_batch_size
     n = source.num_batches(split, bs)
@@ -136,9 +156,13 @@ def run_eval(cfg: TrainConfig, model: DLRM, source: BatchSource, split: str) -> 
         labels.append(batch.label.numpy())
         if batch.prob is not None:
             probs.append(batch.prob.numpy())
-    y = np.concatenate(labels)
-    out: dict[str, Any] = evaluate(y, np.concatenate(logits))
-    out["oracle_auc"] = roc_auc(y, np.concatenate(probs)) if probs else None
+    y, z = np.concatenate(labels), np.concatenate(logits)
+    p = np.concatenate(probs) if probs else None
+    if ctx:  # every rank's slices: one global AUC, the same on every rank
+        y, z, p = distributed.data.gather_arrays([y, z, p if p is not None else y[:0]])
+        p = p if p.size else None
+    out: dict[str, Any] = evaluate(y, z)
+    out["oracle_auc"] = roc_auc(y, p) if p is not None else None
     out["samples"] = int(y.size)
     return out
 
@@ -151,8 +175,19 @@ def run(config: TrainConfig | dict[str, Any],
     stopped='interrupted'; `resume=True` continues from it with the same result as an
     uninterrupted run."""
     cfg = (TrainConfig.from_dict(config) if isinstance(config, dict) else config).validate()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    ctx = distributed.init(cfg.dist_backend, cfg.dist_timeout)  # None for a single process
+    try:
+        with contextlib.redirect_stdout(io.StringIO()) if ctx and not ctx.writer else _nothing():
+            return _run(cfg, ctx, on_step)
+    finally:
+        distributed.finish(ctx)
+
+
+def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
+         on_step: Callable[[int], None] | None) -> TrainResult:
+    threads = distributed.threads_per_rank(cfg.threads, ctx)
+    if threads > 0:
+        torch.set_num_threads(threads)
     run_dir = Path(cfg.run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"--run-dir {run_dir} is a file, not a directory: give a directory for "
@@ -167,20 +202,25 @@ def run(config: TrainConfig | dict[str, Any],
         raise ValueError(f"--resume: {run_dir} holds no {CHECKPOINT_NAME} to continue from "
                          "(start the run without --resume, or name its --run-dir)")
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic.remove_stale(ckpt_path)  # what a killed checkpoint write left
+    if ctx is None or ctx.writer:
+        atomic.remove_stale(ckpt_path)  # what a killed checkpoint write left
     state = None
     if cfg.resume:
         state = ckpt.load(ckpt_path)
         cfg = _resumed_config(cfg, state, ckpt_path)
-    mlperf = MLPerfLog(cfg.mlperf_logging, run_dir / "mlperf_log.txt")
+    # Only rank 0 writes into the run dir; the other ranks' logs go to a private scratch dir.
+    out_dir = run_dir if ctx is None or ctx.writer else Path(tempfile.mkdtemp(prefix="dlrmx-rank"))
+    if out_dir != run_dir:
+        cfg.progress = cfg.plots = cfg.tensorboard = False
+    mlperf = MLPerfLog(cfg.mlperf_logging and out_dir == run_dir, run_dir / "mlperf_log.txt")
     mlperf.start("init_start")
 
     torch.manual_seed(cfg.numpy_rand_seed)
-    source, model, dense_opt, chosen = build(cfg, state, run_dir)
+    source, model, dense_opt, chosen = build(cfg, state, out_dir, ctx)
     schedule = make_schedule(cfg, model, dense_opt)  # reads the base rates: before any state loads
     per_epoch = batches_per_epoch(cfg, source)
     total = per_epoch * cfg.nepochs
-    result = TrainResult(run_dir=str(run_dir))
+    result = TrainResult(run_dir=str(out_dir), rank=ctx.rank if ctx else 0)
     start_step, best_auc, best_step, prior_seconds = 0, float("nan"), -1, 0.0
     if state is not None:
         start_step = _checked_step(state, total, ckpt_path)
@@ -200,7 +240,7 @@ def run(config: TrainConfig | dict[str, Any],
             raise ckpt.CheckpointError(f"checkpoint {cfg.load_model}: holds no 'model' weights")
         ckpt.load_state(model, saved["model"], cfg.load_model, "model")
 
-    log = _Log(run_dir, cfg.tensorboard, resume_step=start_step if state is not None else None)
+    log = _Log(out_dir, cfg.tensorboard, resume_step=start_step if state is not None else None)
     progress = Progress(total, start_step, cfg.progress and not cfg.inference_only,
                         cfg.print_time, cfg.print_wall_time)
     val_rows = source.rows("val") if hasattr(source, "rows") else cfg.eval_samples
@@ -213,6 +253,8 @@ def run(config: TrainConfig | dict[str, Any],
               "gemms": chosen["gemms"],
               "precision": {k: v for k, v in chosen.items() if k != "gemms"},
               **hot.checkpoint_fields(model)}
+        if out_dir != run_dir:
+            return  # every rank gave its tables to rank 0's state_dict above
         ckpt.save_atomic(ck, ckpt_path)
         if cfg.save_model:
             ckpt.save_atomic(ck, cfg.save_model)
@@ -226,7 +268,7 @@ def run(config: TrainConfig | dict[str, Any],
         for split in splits:
             if split == "val":
                 mlperf.start("eval_start", epoch_num=epoch)
-            m = run_eval(cfg, model, source, split)
+            m = run_eval(cfg, model, source, split, ctx)
             if m is None:
                 continue
             log.write({"kind": "eval", "step": step, "split": split, "final": final, **m})
@@ -274,23 +316,31 @@ def run(config: TrainConfig | dict[str, Any],
                 lr = schedule.get_last_lr()[0]
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                     logits = model(batch.dense, batch.values, batch.offsets)
-                loss = compute_loss(cfg, logits, batch.label)
+                loss = compute_loss(cfg, logits, batch.label,
+                                    cfg.mini_batch_size if ctx else None)
                 loss_value = loss.item()
+                if ctx:  # the global batch's loss; a NaN on any rank stops every rank
+                    loss_value = distributed.data.sum_over_ranks(
+                        loss_value + (0.0 if bool(torch.isfinite(logits).all()) else math.nan))
                 # Checked before backward (no weight touched yet). The logits too: a saturated
                 # logit (-inf for a negative) gives a finite loss but NaN gradients.
                 if not (math.isfinite(loss_value) and bool(torch.isfinite(logits).all())):
                     _stop_non_finite(f"the loss ({loss_value}) or a logit", step, lr, ckpt_path)
                 dense_opt.zero_grad(set_to_none=True)
                 loss.backward()  # also updates the embedding rows in place
+                if ctx:
+                    distributed.data.all_reduce_grads(dense_params)
                 if not all_finite([p.grad for p in dense_params if p.grad is not None]):
                     _stop_non_finite("an MLP gradient", step, lr, ckpt_path)  # before the MLPs take it
                 dense_opt.step()
                 schedule.step()
                 step += 1
-                result.samples += batch.size
-                window_samples += batch.size
+                seen = cfg.mini_batch_size if ctx else batch.size  # the global batch
+                result.samples += seen
+                window_samples += seen
                 loss_sum, loss_n = loss_sum + loss_value, loss_n + 1
-                correct += int(((logits.detach().reshape(-1) > 0) == (batch.label > 0.5)).sum())
+                hits = int(((logits.detach().reshape(-1) > 0) == (batch.label > 0.5)).sum())
+                correct += hits * seen // max(1, batch.size)  # distributed: rank 0's slice's rate
                 progress.step()
                 if step % cfg.print_freq == 0 or step == total:
                     now = time.perf_counter()
@@ -331,33 +381,71 @@ def run(config: TrainConfig | dict[str, Any],
         result.stopped == "completed" and not cfg.mlperf_auc_threshold and not cfg.mlperf_acc_threshold)
     mlperf.end("run_stop", status="success" if reached else "aborted")
     mlperf.close()
-    _profile_report(profiler, run_dir)
+    _profile_report(profiler, out_dir)
     result.cache = hot.summary(model, source)
-    return _finish(cfg, result, best_auc, best_step, log)
+    result = _finish(cfg, result, best_auc, best_step, log)
+    if out_dir != run_dir:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return result
 
 
-def build(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path):
+def build(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path,
+          ctx: distributed.Dist | None = None):
     """The data, the model and its dense optimizer, on this machine's fast path: --preset fitted
     to memory, --precision auto resolved and the GEMM libraries planned (a resumed run keeps
     the first run's, so it computes the same numbers); writes config.json and precision.json."""
     source = make_source(cfg, progress=cfg.progress and sys.stderr.isatty())
     if state is None and presets.fit(cfg, lambda c: _estimate(c, source)["total"], available_bytes()):
         source = make_source(cfg)  # the synthetic tables at the fitted scale
-    chosen = _resolve_precision(cfg, len(source.table_sizes))  # before the model: it sets dtypes
+    chosen = distributed.data.shared(ctx, _resolve_precision(cfg, len(source.table_sizes)))
+    cfg.precision = chosen["precision"]  # rank 0's: every rank must store tables alike
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     check_fits(cfg, source.table_sizes, sparse_optimizer_name(cfg), source.multi_hot_sizes)
     per_epoch = batches_per_epoch(cfg, source)
-    rows = hot.hot_rows(cfg, source, per_epoch, sparse_optimizer_name(cfg), state, run_dir)
-    model, dense_opt = make_model(cfg, source.table_sizes, hot.cached_collection(cfg, rows))
-    if rows is not None:
-        source = hot.scheduled(cfg, source, model, per_epoch)
+    if ctx:
+        if cfg.hot_cache_budget:
+            raise ValueError("--hot-cache-budget is not supported with several processes yet")
+        make = sharded_collection(cfg, source.table_sizes, ctx, run_dir)
+        model, dense_opt = make_model(cfg, source.table_sizes, make)
+        source = distributed.data.RankSlice(source, ctx)
+    else:
+        rows = hot.hot_rows(cfg, source, per_epoch, sparse_optimizer_name(cfg), state, run_dir)
+        model, dense_opt = make_model(cfg, source.table_sizes, hot.cached_collection(cfg, rows))
+        if rows is not None:
+            source = hot.scheduled(cfg, source, model, per_epoch)
     if state is not None and "gemms" in state:
         chosen = {**chosen, **state.get("precision", {}), "gemms": apply_plan(model, state["gemms"])}
-    else:
-        chosen["gemms"] = plan_gemms(model, cfg.mini_batch_size, cfg.gemm_library)
+    else:  # measured on each rank, rank 0's plan used by all
+        plan = distributed.data.shared(ctx, plan_gemms(model, cfg.mini_batch_size, cfg.gemm_library))
+        chosen["gemms"] = apply_plan(model, plan) if ctx else plan
     (run_dir / "precision.json").write_text(json.dumps(chosen, indent=1))
     print(f"GEMMs: {_gemm_summary(chosen['gemms'], cfg.gemm_library)}")
     return source, model, dense_opt, chosen
+
+
+def sharded_collection(cfg: TrainConfig, sizes: list[int], ctx: distributed.Dist, run_dir: Path):
+    """The placement of the tables over the ranks (printed, and in placement.json) and the
+    sharded collection's class with it bound."""
+    from dlrmx.distributed.plan import report
+
+    name = sparse_optimizer_name(cfg)
+    limit = parse_bytes(cfg.max_table_bytes_per_rank, "--max-table-bytes-per-rank") \
+        if cfg.max_table_bytes_per_rank else 0
+    plan = distributed.place(sizes, ctx.world, cfg.sparse_dense_boundary,
+                             cfg.arch_sparse_feature_size, name, limit)
+    dense = sum(a * b + b for w in gemm_widths(cfg.bottom_sizes, cfg.top_sizes,
+                                               cfg.arch_interaction_op, cfg.arch_sparse_feature_size,
+                                               len(sizes), cfg.dcn_num_layers, cfg.dcn_low_rank_dim)
+                for a, b in zip(w, w[1:]))
+    rep = report(plan, sizes, cfg.arch_sparse_feature_size, name, cfg.mini_batch_size, dense)
+    (run_dir / "placement.json").write_text(json.dumps(rep, indent=1))
+    held = [len(plan.tables_of(r)) for r in range(ctx.world)]
+    print(f"distributed: {ctx.world} ranks ({ctx.backend}), tables per rank {held}, "
+          f"{len(plan.replicated)} replicated; {max(rep['bytes_per_rank']):,} table bytes on the "
+          f"fullest rank; per step {sum(rep['bytes_per_step'].values()):,} bytes exchanged "
+          f"(placement.json)")
+    return functools.partial(distributed.ShardedEmbeddingBagCollection, placement=plan,
+                             dist_ctx=ctx)
 
 
 def batches_per_epoch(cfg: TrainConfig, source: BatchSource) -> int:
@@ -420,7 +508,10 @@ def _resumed_config(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Trai
                                    "dlrmx.train, so it cannot be resumed")
     saved = TrainConfig.from_dict(state["config"], where=f"checkpoint {path}")
     for keep in ("run_dir", "resume", "progress", "plots", "tensorboard", "data_workers",
-                 "inference_only", "print_time", "print_wall_time", "memory_check"):
+                 "inference_only", "print_time", "print_wall_time", "memory_check",
+                 # how many processes and threads run it (any world size resumes)
+                 "threads", "dist_backend", "dist_timeout", "sparse_dense_boundary",
+                 "max_table_bytes_per_rank"):
         setattr(saved, keep, getattr(cfg, keep))
     return saved.validate()
 
@@ -536,3 +627,8 @@ def _check_writable_file(path: Path, flag: str) -> None:
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ValueError(f"{flag} {path}: cannot create it (no writable directory {parent})")
+
+
+@contextlib.contextmanager
+def _nothing():
+    yield

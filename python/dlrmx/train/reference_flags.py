@@ -39,8 +39,8 @@ FLAGS = [
             "RUN_DIR/tensorboard with --tensorboard"),
     RefFlag("sync_dense_params", _B, True, "no effect (multi-GPU replication only)"),
     RefFlag("use_gpu", _B, False, "dlrmx trains on the CPU"),
-    RefFlag("local_rank", _I, -1, "no effect: dlrmx trains in one process"),
-    RefFlag("dist_backend", _S, "", "no effect: dlrmx trains in one process"),
+    RefFlag("local_rank", _I, -1, "ranks come from the launcher's environment (torchrun, "
+            "mpirun, TorchDistributor)"),
     RefFlag("data_trace_file", _S, "./input/dist_emb_j.log", "trace-based data is not "
             "supported; --data-generation synthetic is dlrmx's planted-teacher data"),
     RefFlag("data_trace_enable_padding", _B, False, "trace-based data is not supported"),

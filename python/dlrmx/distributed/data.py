@@ -1,0 +1,89 @@
+"""Each rank's share of the data: its contiguous slice of every global batch (train and
+evaluation alike), and the gathering of evaluation outputs for one global AUC."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from dlrmx.data.loader import Batch, BatchSource
+from dlrmx.distributed.launch import Dist, split_bounds
+
+
+def slice_batch(batch: Batch, lo: int, hi: int) -> Batch:
+    """Samples [lo, hi) of a table-major batch (any bag sizes)."""
+    b = batch.size
+    t = (batch.offsets.numel() - 1) // b if b else 0
+    off = batch.offsets
+    parts, lens = [], []
+    for k in range(t):
+        a, z = int(off[k * b + lo]), int(off[k * b + hi])
+        parts.append(batch.values[a:z])
+        lens.append(off[k * b + lo + 1:k * b + hi + 1] - off[k * b + lo:k * b + hi])
+    offsets = torch.zeros(t * (hi - lo) + 1, dtype=torch.int64)
+    if lens:
+        torch.cumsum(torch.cat(lens), 0, out=offsets[1:])
+    return Batch(batch.dense[lo:hi], torch.cat(parts) if parts else batch.values[:0], offsets,
+                 batch.label[lo:hi], None if batch.prob is None else batch.prob[lo:hi])
+
+
+class RankSlice(BatchSource):
+    """This rank's slice of each of `source`'s batches (the global batch is --mini-batch-size)."""
+
+    def __init__(self, source: BatchSource, ctx: Dist) -> None:
+        self.source, self.ctx = source, ctx
+        self.table_sizes, self.multi_hot_sizes = source.table_sizes, source.multi_hot_sizes
+
+    def __getattr__(self, name: str):  # rows(), spec, ...: the wrapped source's
+        if name == "source":
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+    def num_batches(self, split: str, batch_size: int) -> int:
+        return self.source.num_batches(split, batch_size)
+
+    def get(self, split: str, index: int, batch_size: int, epoch: int = 0) -> Batch:
+        full = self.source.get(split, index, batch_size, epoch)
+        bounds = split_bounds(full.size, self.ctx.world)
+        return slice_batch(full, bounds[self.ctx.rank], bounds[self.ctx.rank + 1])
+
+
+def gather_arrays(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Each array concatenated over the ranks, in rank order, on every rank."""
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(arrays))
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(arrays))]
+
+
+def all_reduce_grads(params: Sequence[torch.nn.Parameter]) -> None:
+    """Sum the dense gradients over the ranks, in one coalesced all-reduce (each rank's loss is
+    its samples' loss over the global batch, so the sum is the global batch's gradient)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    dist.all_reduce(flat)
+    pos = 0
+    for g in grads:
+        g.copy_(flat[pos:pos + g.numel()].view_as(g))
+        pos += g.numel()
+
+
+def sum_over_ranks(value: float) -> float:
+    """A per-rank number summed over the job (a NaN anywhere reaches every rank, so all ranks
+    stop together)."""
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t)
+
+
+def shared(ctx: Dist | None, obj):
+    """Rank 0's value of obj on every rank (a start-up choice every rank must make alike)."""
+    if ctx is None:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

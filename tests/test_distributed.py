@@ -1,0 +1,145 @@
+"""Training on several processes for real: torchrun over loopback with gloo, 2 and 3 ranks,
+against a single process on the same global batches."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dlrmx.distributed.data import slice_batch
+from dlrmx.distributed.launch import split_bounds
+from dlrmx.distributed.plan import REPLICATED, place
+from dlrmx.nn.sparse_optim import combine_fp32
+from dlrmx.train import checkpoint as ckpt
+
+ARGS = ["--arch-sparse-feature-size=8", "--arch-mlp-bot=13-16-8", "--arch-mlp-top=16-1",
+        "--mini-batch-size=250", "--synthetic-scale=0.0005", "--eval-samples=3001",
+        "--test-freq=5", "--precision=fp32", "--gemm-library=mkl",
+        "--no-progress", "--no-plots", "--threads=1", "--print-freq=3",
+        "--sparse-dense-boundary=100", "--dist-timeout=60"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(run_dir, nproc: int, *extra: str, timeout: int = 240) -> subprocess.CompletedProcess:
+    py = [sys.executable, "-m"]
+    launch = [] if nproc == 1 else ["torch.distributed.run", f"--nproc-per-node={nproc}",
+                                    f"--master-port={_port()}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not any(e.startswith("--num-batches") for e in extra):
+        extra = ("--num-batches=9", *extra)
+    cmd = py + launch + (["-m"] if launch else []) + ["dlrmx.train", *ARGS, f"--run-dir={run_dir}",
+                                                      *extra]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res
+
+
+def _fp32(state):
+    """A checkpoint's model with split-SGD tables as their exact fp32 weights."""
+    out = {}
+    for k, v in state["model"].items():
+        if v.dtype == torch.int16:  # a trail: combined with its bf16 upper halves
+            t = k.rsplit("_", 1)[1]
+            out[f"embeddings.weights.{t}"] = combine_fp32(state["model"][f"embeddings.weights.{t}"], v)
+        elif k not in out:
+            out[k] = v.float()
+    return out
+
+
+def _close(a, b, atol):
+    a, b = _fp32(a), _fp32(b)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=atol), k
+
+
+def test_split_and_placement():
+    assert split_bounds(10, 3) == [0, 4, 7, 10] and split_bounds(2, 3) == [0, 1, 2, 2]
+    p = place([5, 5000, 3000, 10000, 50], 2, 100, 8, "sgd")
+    assert p.owner[0] == p.owner[4] == REPLICATED
+    assert p.owner[3] != p.owner[1] and p.owner[1] == p.owner[2]  # size-balanced
+    with pytest.raises(ValueError, match="--max-table-bytes-per-rank"):
+        place([10000], 2, 100, 8, "sgd", max_bytes_per_rank=1000)
+
+
+def test_slice_batch_keeps_the_bags():
+    from dlrmx.data.loader import RandomSource
+
+    b = RandomSource([7, 9, 11], 1, 0, num_indices_per_lookup=4, fixed=False).get("train", 0, 10)
+    lo, hi = 3, 7
+    part = slice_batch(b, lo, hi)
+    for t in range(3):
+        for i in range(hi - lo):
+            want = b.values[b.offsets[t * 10 + lo + i]:b.offsets[t * 10 + lo + i + 1]]
+            got = part.values[part.offsets[t * 4 + i]:part.offsets[t * 4 + i + 1]]
+            assert torch.equal(want, got)
+    assert torch.equal(part.dense, b.dense[lo:hi])
+
+
+@pytest.mark.parametrize("nproc,optimizer", [(2, "sgd"), (3, "split_sgd"), (2, "rowwise_adagrad")])
+def test_ranks_train_as_one_process(tmp_path, nproc, optimizer):
+    """A global batch of 250 (not divisible by 3) split over the ranks: after 9 steps with an
+    evaluation in between, the weights equal the single process's to float rounding (the MLP
+    gradients are summed in another order), and the evaluation is the same."""
+    one = _train(tmp_path / "one", 1, f"--optimizer={optimizer}")
+    many = _train(tmp_path / "many", nproc, f"--optimizer={optimizer}")
+    a, b = ckpt.load(tmp_path / "one" / "checkpoint.pt"), ckpt.load(tmp_path / "many" / "checkpoint.pt")
+    _close(a, b, atol=1e-5)
+    line = [ln for ln in one.stdout.splitlines() if ln.startswith("final AUC")]
+    assert line and line[0][:16] in many.stdout  # AUC to 4 digits
+    assert many.stdout.count("final AUC") == 1  # rank 0 speaks for the run
+    assert (tmp_path / "many" / "placement.json").is_file()
+
+
+def test_checkpoint_of_three_ranks_loads_in_one_and_two(tmp_path):
+    """Rank 0 writes the single-process state_dict (the owners send their tables), so a model
+    trained on 3 ranks evaluates the same on 1 or 2."""
+    three = _train(tmp_path / "three", 3, "--num-batches=4")
+    auc = [ln for ln in three.stdout.splitlines() if ln.startswith("final AUC")][0][:16]
+    model = f"--load-model={tmp_path / 'three' / 'checkpoint.pt'}"
+    for n in (1, 2):
+        res = _train(tmp_path / f"eval{n}", n, model, "--inference-only")
+        assert auc in res.stdout, (n, res.stdout[-500:])
+
+
+def test_spark_torch_distributor_trains_like_one_process(tmp_path):
+    """Spark's TorchDistributor (local mode) launches 2 ranks; the result equals a single
+    process's on the same global batches."""
+    pytest.importorskip("pyspark")
+    from dlrmx.train import run
+    from dlrmx.train.spark import train_on_spark
+
+    cfg = dict(arch_sparse_feature_size=8, arch_mlp_bot="13-16-8", arch_mlp_top="16-1",
+               mini_batch_size=250, synthetic_scale=0.0005, eval_samples=3001, num_batches=6,
+               test_freq=-1, precision="fp32", gemm_library="mkl", progress=False, plots=False,
+               threads=1, sparse_dense_boundary=100)
+    spark = train_on_spark({**cfg, "run_dir": str(tmp_path / "spark")}, num_processes=2)
+    one = run({**cfg, "run_dir": str(tmp_path / "one")})
+    assert spark["steps"] == one.steps == 6
+    assert abs(spark["final"]["test"]["auc"] - one.final["test"]["auc"]) < 1e-4
+    _close(ckpt.load(tmp_path / "spark" / "checkpoint.pt"),
+           ckpt.load(tmp_path / "one" / "checkpoint.pt"), 1e-5)
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="OpenMPI's mpirun absent")
+def test_mpirun_launches_the_same_run(tmp_path):
+    """mpirun sets OpenMPI's rank variables, not torch's: the ranks still join (gloo over TCP
+    on MASTER_ADDR:MASTER_PORT) and train as torchrun's do."""
+    cmd = ["mpirun", "--allow-run-as-root", "--oversubscribe", "-np", "2", "-x",
+           f"MASTER_PORT={_port()}", "-x", "OMP_NUM_THREADS=1", sys.executable, "-m",
+           "dlrmx.train", *ARGS, "--num-batches=9", f"--run-dir={tmp_path / 'mpi'}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    _train(tmp_path / "torchrun", 2)
+    _close(ckpt.load(tmp_path / "mpi" / "checkpoint.pt"),
+           ckpt.load(tmp_path / "torchrun" / "checkpoint.pt"), 1e-5)
+    assert res.stdout.count("final AUC") == 1
