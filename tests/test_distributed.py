@@ -2,10 +2,13 @@
 against a single process on the same global batches."""
 
 import os
+import re
+import signal
 import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -143,3 +146,44 @@ def test_mpirun_launches_the_same_run(tmp_path):
     _close(ckpt.load(tmp_path / "mpi" / "checkpoint.pt"),
            ckpt.load(tmp_path / "torchrun" / "checkpoint.pt"), 1e-5)
     assert res.stdout.count("final AUC") == 1
+
+
+def _env_launch(tmp_path, world: int, port: int) -> list[subprocess.Popen]:
+    """Ranks started by hand with torch's env:// variables (what any launcher sets)."""
+    procs = []
+    for r in range(world):
+        env = {**os.environ, "RANK": str(r), "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "dlrmx.train",
+             *[a for a in ARGS if a.split("=")[0] not in ("--print-freq", "--test-freq",
+                                                           "--dist-timeout")],
+             "--num-batches=100000", "--print-freq=1",
+             "--test-freq=0", "--dist-timeout=5", f"--run-dir={tmp_path / 'run'}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+@pytest.mark.parametrize("fault", ["killed", "hung"])
+def test_a_failed_rank_stops_the_others_within_the_timeout(tmp_path, fault):
+    procs = _env_launch(tmp_path, 2, _port())
+    try:
+        for line in procs[0].stdout:  # rank 0's progress lines: training is under way
+            if line.startswith("step 15/"):
+                break
+        if fault == "killed":
+            procs[1].kill()
+        else:
+            os.kill(procs[1].pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        _, err = procs[0].communicate(timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert procs[0].returncode == 2 and waited < 30, (procs[0].returncode, waited)
+    assert re.search(r"error: rank 0 of 2 stopped at step \d+: a collective with the other ranks "
+                     r"failed within --dist-timeout 5 s", err), err[-2000:]
+    # the laggard is named when its last noted step is behind (it can die within the same step)
+    assert "behind it: rank 1 (last at step" in err or "one of them died, hung or left" in err

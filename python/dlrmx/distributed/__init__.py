@@ -2,9 +2,10 @@
 launcher started, the placement of the tables, the sharded embedding collection, and each
 rank's share of the data."""
 
-from dlrmx.distributed.launch import Dist, finish, init, split_bounds, threads_per_rank
+from dlrmx.distributed.launch import (Dist, DistributedError, finish, init, split_bounds,
+                                      threads_per_rank)
 from dlrmx.distributed.plan import Placement, place
 from dlrmx.distributed.sharded import ShardedEmbeddingBagCollection
 
-__all__ = ["Dist", "Placement", "ShardedEmbeddingBagCollection", "finish", "init", "place",
+__all__ = ["Dist", "DistributedError", "Placement", "ShardedEmbeddingBagCollection", "finish", "init", "place",
            "split_bounds", "threads_per_rank"]

@@ -23,11 +23,36 @@ class Dist:
     local_rank: int
     local_world: int
     backend: str
+    timeout_s: float = 300.0
+    step: int = -1  # the trainer's current step, for the message of a failed job
 
     @property
     def writer(self) -> bool:
         """Only rank 0 writes logs, plots, checkpoints and the progress bar."""
         return self.rank == 0
+
+    def mark(self, step: int) -> None:
+        """Note the step this rank is at, here and in the job's store (so that a failure
+        report can say which rank fell behind)."""
+        self.step = step
+        try:
+            dist.distributed_c10d._get_default_store().set(f"dlrmx/step/{self.rank}", str(step))
+        except RuntimeError:
+            pass  # the report then names no rank
+
+    def laggards(self) -> str:
+        """The ranks whose last noted step is behind this one's (the ones that died or hung)."""
+        try:
+            store = dist.distributed_c10d._get_default_store()
+            store.set_timeout(datetime.timedelta(seconds=2))
+            steps = {r: int(store.get(f"dlrmx/step/{r}")) for r in range(self.world)
+                     if store.check([f"dlrmx/step/{r}"])}
+        except RuntimeError:
+            return ""
+        behind = [f"rank {r} (last at step {s})" for r, s in sorted(steps.items())
+                  if s < self.step and r != self.rank]
+        missing = [f"rank {r} (never started)" for r in range(self.world) if r not in steps]
+        return ", ".join(behind + missing)
 
     def slice(self, n: int) -> tuple[int, int]:
         """This rank's rows [lo, hi) of n: contiguous, sizes differing by at most one."""
@@ -82,7 +107,21 @@ def init(backend: str = "auto", timeout_s: float = 300.0) -> Dist | None:
     if not dist.is_initialized():
         dist.init_process_group(chosen, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=timeout_s))
-    return Dist(rank, world, local, local_world, chosen)
+    return Dist(rank, world, local, local_world, chosen, timeout_s)
+
+
+class DistributedError(RuntimeError):
+    """A collective with the other ranks failed: one died, hung past --dist-timeout, or left."""
+
+    @classmethod
+    def of(cls, d: Dist, e: BaseException) -> "DistributedError":
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = f"at step {d.step}" if d.step >= 0 else "before training started"
+        who = d.laggards() if d.step >= 0 else ""
+        who = f"behind it: {who}" if who else "one of them died, hung or left"
+        return cls(f"rank {d.rank} of {d.world} stopped {where}: a collective with the other "
+                   f"ranks failed within --dist-timeout {d.timeout_s:g} s ({who}; see its "
+                   f"log): {first}")
 
 
 def threads_per_rank(requested: int, d: Dist | None) -> int:

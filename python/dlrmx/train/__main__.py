@@ -14,6 +14,7 @@ from dlrmx.cli import die  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dlrmx.distributed import DistributedError
     from dlrmx.preprocess.report import PreprocessError
     from dlrmx.train import NonFiniteLossError, run
     from dlrmx.train.config import parse_cli
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         result = run(cfg)
-    except (ValueError, FileNotFoundError, PreprocessError, NonFiniteLossError) as e:
+    except (ValueError, FileNotFoundError, PreprocessError, NonFiniteLossError,
+            DistributedError) as e:
         return die(e)
     except OSError as e:  # a run directory that cannot be written, a full disk, ...
         where = f" {e.filename}" if e.filename else ""

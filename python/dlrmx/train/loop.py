@@ -179,6 +179,10 @@ def run(config: TrainConfig | dict[str, Any],
     try:
         with contextlib.redirect_stdout(io.StringIO()) if ctx and not ctx.writer else _nothing():
             return _run(cfg, ctx, on_step)
+    except RuntimeError as e:
+        if ctx is None or isinstance(e, NonFiniteLossError):
+            raise
+        raise distributed.DistributedError.of(ctx, e) from e
     finally:
         distributed.finish(ctx)
 
@@ -311,6 +315,8 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
     try:
         with profiler:
             for batch in prefetch:
+                if ctx:
+                    ctx.mark(step)
                 if step % per_epoch == 0:
                     mlperf.start("epoch_start", epoch_num=step // per_epoch + 1)
                 lr = schedule.get_last_lr()[0]
