@@ -187,3 +187,32 @@ def test_a_failed_rank_stops_the_others_within_the_timeout(tmp_path, fault):
                      r"failed within --dist-timeout 5 s", err), err[-2000:]
     # the laggard is named when its last noted step is behind (it can die within the same step)
     assert "behind it: rank 1 (last at step" in err or "one of them died, hung or left" in err
+
+
+def test_killed_job_resumes_exactly_on_the_same_world_size(tmp_path):
+    """Both ranks killed while training (checkpoints every 10 steps, written atomically): a
+    torchrun --resume ends with the same weights, bit for bit, as an uninterrupted run."""
+    extra = ("--num-batches=200", "--checkpoint-freq=10")
+    _train(tmp_path / "full", 2, *extra)
+    port = _port()
+    procs = []
+    for r in range(2):
+        env = {**os.environ, "RANK": str(r), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "dlrmx.train", *ARGS, *extra,
+                                       f"--run-dir={tmp_path / 'part'}"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    path = tmp_path / "part" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not path.exists() and time.monotonic() < deadline and procs[0].poll() is None:
+        time.sleep(0.05)
+    for p in procs:
+        p.kill()
+        p.wait()
+    step = ckpt.load(path)["step"]
+    assert 10 <= step < 200, step  # killed mid-run
+    res = _train(tmp_path / "part", 2, "--resume")
+    assert "completed: 200 steps" in res.stdout
+    a, b = ckpt.load(tmp_path / "full" / "checkpoint.pt"), ckpt.load(path)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
