@@ -1,6 +1,7 @@
 """Training on several processes for real: torchrun over loopback with gloo, 2 and 3 ranks,
 against a single process on the same global batches."""
 
+import json
 import os
 import re
 import signal
@@ -15,7 +16,7 @@ import torch
 
 from dlrmx.distributed.data import slice_batch
 from dlrmx.distributed.launch import split_bounds
-from dlrmx.distributed.plan import REPLICATED, place
+from dlrmx.distributed.plan import place
 from dlrmx.nn.sparse_optim import combine_fp32
 from dlrmx.train import checkpoint as ckpt
 
@@ -37,9 +38,9 @@ def _train(run_dir, nproc: int, *extra: str, timeout: int = 240) -> subprocess.C
     launch = [] if nproc == 1 else ["torch.distributed.run", f"--nproc-per-node={nproc}",
                                     f"--master-port={_port()}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if not any(e.startswith("--num-batches") for e in extra):
-        extra = ("--num-batches=9", *extra)
-    cmd = py + launch + (["-m"] if launch else []) + ["dlrmx.train", *ARGS, f"--run-dir={run_dir}",
+    given = {e.split("=")[0] for e in extra}  # extra flags replace ARGS' defaults
+    args = [a for a in (*ARGS, "--num-batches=9") if a.split("=")[0] not in given]
+    cmd = py + launch + (["-m"] if launch else []) + ["dlrmx.train", *args, f"--run-dir={run_dir}",
                                                       *extra]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
@@ -68,10 +69,19 @@ def _close(a, b, atol):
 def test_split_and_placement():
     assert split_bounds(10, 3) == [0, 4, 7, 10] and split_bounds(2, 3) == [0, 1, 2, 2]
     p = place([5, 5000, 3000, 10000, 50], 2, 100, 8, "sgd")
-    assert p.owner[0] == p.owner[4] == REPLICATED
-    assert p.owner[3] != p.owner[1] and p.owner[1] == p.owner[2]  # size-balanced
-    with pytest.raises(ValueError, match="--max-table-bytes-per-rank"):
-        place([10000], 2, 100, 8, "sgd", max_bytes_per_rank=1000)
+    assert p.replicated == [0, 4]
+    owner = {q.table: q.rank for q in p.pieces}
+    assert owner[3] != owner[1] and owner[1] == owner[2]  # size-balanced, whole tables
+    # more ranks than large tables: columns split so every rank works (not for row-wise Adagrad)
+    cols = place([5, 5000], 3, 100, 8, "sgd").pieces
+    assert [(q.col_lo, q.col_hi) for q in cols] == [(0, 3), (3, 6), (6, 8)]
+    assert len({q.rank for q in cols}) == 3
+    assert len(place([5, 5000], 3, 100, 8, "rowwise_adagrad").pieces) == 1
+    # a table over the per-rank limit: row ranges on as many ranks as it needs
+    rows = place([10000, 200], 3, 100, 8, "sgd", max_bytes_per_rank=150_000).pieces
+    assert [(q.row_lo, q.row_hi) for q in rows if q.table == 0] == [(0, 3334), (3334, 6667), (6667, 10000)]
+    with pytest.raises(ValueError, match="needs 4 ranks of --max-table-bytes-per-rank"):
+        place([10000], 3, 100, 8, "sgd", max_bytes_per_rank=100_000)
 
 
 def test_slice_batch_keeps_the_bags():
@@ -88,13 +98,28 @@ def test_slice_batch_keeps_the_bags():
     assert torch.equal(part.dense, b.dense[lo:hi])
 
 
-@pytest.mark.parametrize("nproc,optimizer", [(2, "sgd"), (3, "split_sgd"), (2, "rowwise_adagrad")])
-def test_ranks_train_as_one_process(tmp_path, nproc, optimizer):
+RANDOM = ("--data-generation=random", "--arch-embedding-size=3000-40-500-20",
+          "--num-indices-per-lookup=4")  # bags of 1-4 ids: a bag's ids span row pieces
+
+
+@pytest.mark.parametrize("nproc,optimizer,data,layout", [
+    (2, "sgd", (), ()), (3, "split_sgd", (), ()), (2, "rowwise_adagrad", (), ()),
+    (3, "sgd", (), ("--sparse-dense-boundary=5000",)),  # 1 large table, 3 ranks: column-wise
+    (3, "split_sgd", RANDOM, ("--max-table-bytes-per-rank=50K",)),  # the 3000-row table row-wise
+    (2, "rowwise_adagrad", RANDOM, ("--max-table-bytes-per-rank=80K",)),
+])
+def test_ranks_train_as_one_process(tmp_path, nproc, optimizer, data, layout):
     """A global batch of 250 (not divisible by 3) split over the ranks: after 9 steps with an
     evaluation in between, the weights equal the single process's to float rounding (the MLP
-    gradients are summed in another order), and the evaluation is the same."""
-    one = _train(tmp_path / "one", 1, f"--optimizer={optimizer}")
-    many = _train(tmp_path / "many", nproc, f"--optimizer={optimizer}")
+    gradients are summed in another order, and row pieces add partial sums), and the evaluation
+    is the same."""
+    one = _train(tmp_path / "one", 1, f"--optimizer={optimizer}", *data)
+    many = _train(tmp_path / "many", nproc, f"--optimizer={optimizer}", *data, *layout)
+    pieces = json.loads((tmp_path / "many" / "placement.json").read_text())["pieces"]
+    if "--sparse-dense-boundary=5000" in layout:
+        assert [p["columns"] for p in pieces] == [[0, 3], [3, 6], [6, 8]]
+    if data:
+        assert [p["rows"] for p in pieces if p["table"] == 0] == [[0, 1500], [1500, 3000]]
     a, b = ckpt.load(tmp_path / "one" / "checkpoint.pt"), ckpt.load(tmp_path / "many" / "checkpoint.pt")
     _close(a, b, atol=1e-5)
     line = [ln for ln in one.stdout.splitlines() if ln.startswith("final AUC")]

@@ -445,8 +445,8 @@ def sharded_collection(cfg: TrainConfig, sizes: list[int], ctx: distributed.Dist
                 for a, b in zip(w, w[1:]))
     rep = report(plan, sizes, cfg.arch_sparse_feature_size, name, cfg.mini_batch_size, dense)
     (run_dir / "placement.json").write_text(json.dumps(rep, indent=1))
-    held = [len(plan.tables_of(r)) for r in range(ctx.world)]
-    print(f"distributed: {ctx.world} ranks ({ctx.backend}), tables per rank {held}, "
+    held = [len(plan.pieces_of(r)) for r in range(ctx.world)]
+    print(f"distributed: {ctx.world} ranks ({ctx.backend}), table pieces per rank {held}, "
           f"{len(plan.replicated)} replicated; {max(rep['bytes_per_rank']):,} table bytes on the "
           f"fullest rank; per step {sum(rep['bytes_per_step'].values()):,} bytes exchanged "
           f"(placement.json)")
