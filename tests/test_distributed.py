@@ -241,3 +241,29 @@ def test_killed_job_resumes_exactly_on_the_same_world_size(tmp_path):
     a, b = ckpt.load(tmp_path / "full" / "checkpoint.pt"), ckpt.load(path)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_torchrun_restarts_resume_from_the_last_checkpoint(tmp_path):
+    """torchrun --max-restarts 1: a worker killed mid-run, torchrun starts the job again and the
+    ranks continue from the last checkpoint, to the same weights as an uninterrupted run."""
+    extra = ["--num-batches=200", "--checkpoint-freq=10"]
+    _train(tmp_path / "full", 2, *extra)
+    given = {e.split("=")[0] for e in extra}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--max-restarts=1",
+           f"--master-port={_port()}", "-m", "dlrmx.train",
+           *[a for a in ARGS if a.split("=")[0] not in given], *extra,
+           f"--run-dir={tmp_path / 'part'}"]
+    job = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    path = tmp_path / "part" / "checkpoint.pt"
+    deadline = time.monotonic() + 120
+    while not path.exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True)
+    os.kill(int(workers.stdout.split()[-1]), signal.SIGKILL)
+    out, err = job.communicate(timeout=240)
+    assert job.returncode == 0, err[-3000:]
+    assert "resuming from" in err and "completed: 200 steps" in out
+    a, b = ckpt.load(tmp_path / "full" / "checkpoint.pt"), ckpt.load(path)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k

@@ -197,6 +197,10 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
         raise ValueError(f"--run-dir {run_dir} is a file, not a directory: give a directory for "
                          "the run's config, metrics, plots and checkpoints")
     ckpt_path = run_dir / CHECKPOINT_NAME
+    if ctx and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and ckpt_path.exists():
+        cfg.resume = True  # torchrun --max-restarts restarted the job: continue where it was
+        print(f"note: restart {os.environ['TORCHELASTIC_RESTART_COUNT']} of the job: resuming "
+              f"from {ckpt_path}", file=sys.stderr)
     if cfg.save_model:
         _check_writable_file(Path(cfg.save_model), "--save-model")
     if not cfg.resume and ckpt_path.exists():
