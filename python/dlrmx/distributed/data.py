@@ -58,18 +58,27 @@ def gather_arrays(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [np.concatenate([p[i] for p in parts]) for i in range(len(arrays))]
 
 
-def all_reduce_grads(params: Sequence[torch.nn.Parameter]) -> None:
-    """Sum the dense gradients over the ranks, in one coalesced all-reduce (each rank's loss is
-    its samples' loss over the global batch, so the sum is the global batch's gradient)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1).float() for g in grads])
-    dist.all_reduce(flat)
-    pos = 0
-    for g in grads:
-        g.copy_(flat[pos:pos + g.numel()].view_as(g))
-        pos += g.numel()
+class GradientSum:
+    """The dense gradients summed over the ranks, overlapped with the backward: each
+    parameter's all-reduce starts (asynchronously, in fp32) as soon as its gradient is
+    accumulated, and `wait()` (before the optimizer step) finishes them. Each rank's loss is its
+    samples' loss over the global batch, so the sum is the global batch's gradient."""
+
+    def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
+        self._pending: list = []
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._start)
+
+    def _start(self, p: torch.nn.Parameter) -> None:
+        g = p.grad.float() if p.grad.dtype != torch.float32 else p.grad
+        self._pending.append((p, g, dist.all_reduce(g, async_op=True)))
+
+    def wait(self) -> None:
+        for p, g, work in self._pending:
+            work.wait()
+            if g is not p.grad:
+                p.grad.copy_(g)
+        self._pending.clear()
 
 
 def sum_over_ranks(value: float) -> float:

@@ -312,6 +312,7 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
 
     step = start_step
     dense_params = model.dense_parameters()
+    grad_sum = distributed.data.GradientSum(dense_params) if ctx else None
     t0 = time.perf_counter()
     window_t, window_samples, loss_sum, correct, loss_n = t0, 0, 0.0, 0, 0
     prefetch = Prefetcher(fetch, range(start_step, total), cfg.data_workers)
@@ -338,8 +339,8 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
                     _stop_non_finite(f"the loss ({loss_value}) or a logit", step, lr, ckpt_path)
                 dense_opt.zero_grad(set_to_none=True)
                 loss.backward()  # also updates the embedding rows in place
-                if ctx:
-                    distributed.data.all_reduce_grads(dense_params)
+                if grad_sum:
+                    grad_sum.wait()  # the all-reduces the backward started
                 if not all_finite([p.grad for p in dense_params if p.grad is not None]):
                     _stop_non_finite("an MLP gradient", step, lr, ckpt_path)  # before the MLPs take it
                 dense_opt.step()
