@@ -267,3 +267,32 @@ def test_torchrun_restarts_resume_from_the_last_checkpoint(tmp_path):
     a, b = ckpt.load(tmp_path / "full" / "checkpoint.pt"), ckpt.load(path)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+KAGGLE_HEAD = (__import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+               / "criteo" / "kaggle_head1000_trailing_fields_stripped.tsv")
+
+
+@pytest.mark.skipif(not KAGGLE_HEAD.is_file(), reason="../shared/data Criteo sample absent")
+def test_real_criteo_rows_each_rank_reading_its_slice(tmp_path):
+    """The preprocessed real sample: a part read from the files equals that slice of the whole
+    batch, and 2 ranks (each reading only its rows) train as one process."""
+    from dlrmx.data.loader import FileSource
+    from dlrmx.preprocess import preset
+    from dlrmx.preprocess import run as preprocess
+
+    out = tmp_path / "criteo"
+    preprocess(preset("criteo-kaggle"), [str(KAGGLE_HEAD)], out, engine="polars")
+    src = FileSource(out, seed=3)
+    for split, index in (("train", 2), ("val", 0)):
+        whole = src.get(split, index, 64, 1)
+        part = src.get(split, index, 64, 1, (13, 40))
+        want = slice_batch(whole, 13, min(40, whole.size))
+        for f in ("dense", "values", "offsets", "label"):
+            assert torch.equal(getattr(part, f), getattr(want, f)), (split, f)
+    data = ("--data-generation=dataset", f"--processed-data-file={out}", "--mini-batch-size=63",
+            "--num-batches=0", "--nepochs=2")
+    _train(tmp_path / "one", 1, *data)
+    _train(tmp_path / "two", 2, *data)
+    _close(ckpt.load(tmp_path / "one" / "checkpoint.pt"),
+           ckpt.load(tmp_path / "two" / "checkpoint.pt"), 1e-5)

@@ -301,23 +301,34 @@ class FileSource(BatchSource):
         n = self.rows(split)
         return n // batch_size if split == "train" else -(-n // batch_size)  # drop last in train
 
-    def get(self, split: str, index: int, batch_size: int, epoch: int = 0) -> Batch:
+    def get(self, split: str, index: int, batch_size: int, epoch: int = 0,
+            part: tuple[int, int] | None = None) -> Batch:
+        """Batch `index`; with `part` = (lo, hi) only its samples [lo, hi), and only those are
+        read (a rank's slice of a global batch)."""
         n = self.num_batches(split, batch_size)
         if not 0 <= index < n:
             raise IndexError(f"{split} batch {index} out of range: {n} batches of {batch_size}")
         data = self.splits[split]
+        lo, hi = part or (0, batch_size)
         if split != "train":
-            sl = slice(index * batch_size, min((index + 1) * batch_size, len(data)))
+            first = index * batch_size
+            sl = slice(first + lo, min(first + hi, len(data)))
             # copies: the memory maps are read-only
             return self._batch(np.array(data.dense[sl]), np.array(data.sparse[sl]),
                                np.asarray(data.label[sl], dtype=np.float32))
         if self.shuffle:
-            pos = self._shuffled_positions(index, batch_size, epoch)
+            pos = self._shuffled_positions(index, batch_size, epoch)[lo:hi]
         else:
-            pos = np.arange(index * batch_size, (index + 1) * batch_size)
+            pos = np.arange(index * batch_size + lo, index * batch_size + hi)
         rows = pos if self.kept is None else self.kept[pos]
         return self._batch(data.dense[rows], data.sparse[rows],
                            np.asarray(data.label[rows], dtype=np.float32))
+
+    def batch_rows(self, split: str, index: int, batch_size: int) -> int:
+        """The samples in batch `index` (the last evaluation batch may be short)."""
+        if split == "train":
+            return batch_size
+        return min(batch_size, self.rows(split) - index * batch_size)
 
     def _batch(self, dense: np.ndarray, sparse: np.ndarray, label: np.ndarray) -> Batch:
         if self.multi_hot is not None:

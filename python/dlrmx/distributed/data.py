@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dlrmx.data.loader import Batch, BatchSource
+from dlrmx.data.loader import Batch, BatchSource, FileSource
 from dlrmx.distributed.launch import Dist, split_bounds
 
 
@@ -31,7 +31,9 @@ def slice_batch(batch: Batch, lo: int, hi: int) -> Batch:
 
 
 class RankSlice(BatchSource):
-    """This rank's slice of each of `source`'s batches (the global batch is --mini-batch-size)."""
+    """This rank's slice of each of `source`'s batches (the global batch is --mini-batch-size).
+    From the training files a rank reads only its rows; synthetic and random batches are made
+    whole (a pure function of the batch index) and sliced."""
 
     def __init__(self, source: BatchSource, ctx: Dist) -> None:
         self.source, self.ctx = source, ctx
@@ -46,9 +48,13 @@ class RankSlice(BatchSource):
         return self.source.num_batches(split, batch_size)
 
     def get(self, split: str, index: int, batch_size: int, epoch: int = 0) -> Batch:
-        full = self.source.get(split, index, batch_size, epoch)
+        r = self.ctx.rank
+        if isinstance(self.source, FileSource):  # the training files: read only the slice
+            bounds = split_bounds(self.source.batch_rows(split, index, batch_size), self.ctx.world)
+            return self.source.get(split, index, batch_size, epoch, (bounds[r], bounds[r + 1]))
+        full = self.source.get(split, index, batch_size, epoch)  # generated data: whole batch
         bounds = split_bounds(full.size, self.ctx.world)
-        return slice_batch(full, bounds[self.ctx.rank], bounds[self.ctx.rank + 1])
+        return slice_batch(full, bounds[r], bounds[r + 1])
 
 
 def gather_arrays(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
