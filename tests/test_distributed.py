@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+from dlrmx.distributed.checkpoint import attach
 from dlrmx.distributed.data import slice_batch
 from dlrmx.distributed.launch import split_bounds
 from dlrmx.distributed.plan import place
@@ -45,6 +46,13 @@ def _train(run_dir, nproc: int, *extra: str, timeout: int = 240) -> subprocess.C
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
+
+
+def _load(path):
+    """A checkpoint with a sharded run's pieces assembled into whole tables."""
+    state = ckpt.load(path)
+    attach(state, path, whole=True)
+    return state
 
 
 def _fp32(state):
@@ -120,7 +128,7 @@ def test_ranks_train_as_one_process(tmp_path, nproc, optimizer, data, layout):
         assert [p["columns"] for p in pieces] == [[0, 3], [3, 6], [6, 8]]
     if data:
         assert [p["rows"] for p in pieces if p["table"] == 0] == [[0, 1500], [1500, 3000]]
-    a, b = ckpt.load(tmp_path / "one" / "checkpoint.pt"), ckpt.load(tmp_path / "many" / "checkpoint.pt")
+    a, b = _load(tmp_path / "one" / "checkpoint.pt"), _load(tmp_path / "many" / "checkpoint.pt")
     _close(a, b, atol=1e-5)
     line = [ln for ln in one.stdout.splitlines() if ln.startswith("final AUC")]
     assert line and line[0][:16] in many.stdout  # AUC to 4 digits
@@ -131,7 +139,14 @@ def test_ranks_train_as_one_process(tmp_path, nproc, optimizer, data, layout):
 def test_checkpoint_of_three_ranks_loads_in_one_and_two(tmp_path):
     """Rank 0 writes the single-process state_dict (the owners send their tables), so a model
     trained on 3 ranks evaluates the same on 1 or 2."""
-    three = _train(tmp_path / "three", 3, "--num-batches=4")
+    three = _train(tmp_path / "three", 3, "--num-batches=4", "--checkpoint-freq=2")
+    # each rank wrote its pieces; the checkpoint at step 2 is gone with its shards
+    shards = list((tmp_path / "three").glob("checkpoint.shards-*"))
+    assert [d.name for d in shards] == ["checkpoint.shards-000000004"], shards
+    assert sorted(f.name for f in shards[0].iterdir()) == ["rank0.pt", "rank1.pt", "rank2.pt"]
+    raw = ckpt.load(tmp_path / "three" / "checkpoint.pt")
+    pieces = raw["shards"]["pieces"]
+    assert pieces and all(f"embeddings.weights.{p['table']}" not in raw["model"] for p in pieces)
     auc = [ln for ln in three.stdout.splitlines() if ln.startswith("final AUC")][0][:16]
     model = f"--load-model={tmp_path / 'three' / 'checkpoint.pt'}"
     for n in (1, 2):
@@ -154,8 +169,8 @@ def test_spark_torch_distributor_trains_like_one_process(tmp_path):
     one = run({**cfg, "run_dir": str(tmp_path / "one")})
     assert spark["steps"] == one.steps == 6
     assert abs(spark["final"]["test"]["auc"] - one.final["test"]["auc"]) < 1e-4
-    _close(ckpt.load(tmp_path / "spark" / "checkpoint.pt"),
-           ckpt.load(tmp_path / "one" / "checkpoint.pt"), 1e-5)
+    _close(_load(tmp_path / "spark" / "checkpoint.pt"),
+           _load(tmp_path / "one" / "checkpoint.pt"), 1e-5)
 
 
 @pytest.mark.skipif(shutil.which("mpirun") is None, reason="OpenMPI's mpirun absent")
@@ -168,8 +183,8 @@ def test_mpirun_launches_the_same_run(tmp_path):
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     _train(tmp_path / "torchrun", 2)
-    _close(ckpt.load(tmp_path / "mpi" / "checkpoint.pt"),
-           ckpt.load(tmp_path / "torchrun" / "checkpoint.pt"), 1e-5)
+    _close(_load(tmp_path / "mpi" / "checkpoint.pt"),
+           _load(tmp_path / "torchrun" / "checkpoint.pt"), 1e-5)
     assert res.stdout.count("final AUC") == 1
 
 
@@ -234,22 +249,22 @@ def test_killed_job_resumes_exactly_on_the_same_world_size(tmp_path):
     for p in procs:
         p.kill()
         p.wait()
-    step = ckpt.load(path)["step"]
+    step = _load(path)["step"]
     assert 10 <= step < 200, step  # killed mid-run
     res = _train(tmp_path / "part", 2, "--resume")
     assert "completed: 200 steps" in res.stdout
-    a, b = ckpt.load(tmp_path / "full" / "checkpoint.pt"), ckpt.load(path)
+    a, b = _load(tmp_path / "full" / "checkpoint.pt"), _load(path)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
 def test_torchrun_restarts_resume_from_the_last_checkpoint(tmp_path):
-    """torchrun --max-restarts 1: a worker killed mid-run, torchrun starts the job again and the
+    """torchrun --max-restarts: a worker killed mid-run, torchrun starts the job again and the
     ranks continue from the last checkpoint, to the same weights as an uninterrupted run."""
     extra = ["--num-batches=200", "--checkpoint-freq=10"]
     _train(tmp_path / "full", 2, *extra)
     given = {e.split("=")[0] for e in extra}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--max-restarts=1",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--max-restarts=2",
            f"--master-port={_port()}", "-m", "dlrmx.train",
            *[a for a in ARGS if a.split("=")[0] not in given], *extra,
            f"--run-dir={tmp_path / 'part'}"]
@@ -264,7 +279,7 @@ def test_torchrun_restarts_resume_from_the_last_checkpoint(tmp_path):
     out, err = job.communicate(timeout=240)
     assert job.returncode == 0, err[-3000:]
     assert "resuming from" in err and "completed: 200 steps" in out
-    a, b = ckpt.load(tmp_path / "full" / "checkpoint.pt"), ckpt.load(path)
+    a, b = _load(tmp_path / "full" / "checkpoint.pt"), _load(path)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
 
@@ -294,5 +309,5 @@ def test_real_criteo_rows_each_rank_reading_its_slice(tmp_path):
             "--num-batches=0", "--nepochs=2")
     _train(tmp_path / "one", 1, *data)
     _train(tmp_path / "two", 2, *data)
-    _close(ckpt.load(tmp_path / "one" / "checkpoint.pt"),
-           ckpt.load(tmp_path / "two" / "checkpoint.pt"), 1e-5)
+    _close(_load(tmp_path / "one" / "checkpoint.pt"),
+           _load(tmp_path / "two" / "checkpoint.pt"), 1e-5)

@@ -132,6 +132,11 @@ def threads_per_rank(requested: int, d: Dist | None) -> int:
     return max(1, (os.cpu_count() or 1) // d.local_world)
 
 
-def finish(d: Dist | None) -> None:
-    if d is not None and dist.is_initialized():
-        dist.destroy_process_group()
+def finish(d: Dist | None, ok: bool = True) -> None:
+    """Leave the job: after a barrier when the run ended normally, so no rank tears its
+    connections down while another still uses them."""
+    if d is None or not dist.is_initialized():
+        return
+    if ok:
+        dist.barrier()
+    dist.destroy_process_group()

@@ -39,8 +39,11 @@ class ShardedEmbeddingBagCollection(nn.Module):
     def __init__(self, tables: Sequence[Any], mode: str = "sum", *,
                  optimizer: SparseOptimizer, placement: Placement, dist_ctx: Dist,
                  init_weights: Sequence[torch.Tensor] | None = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, shard_files: bool = False) -> None:
         super().__init__()
+        # shard_files: the state_dict holds only the replicated tables; the trainer writes the
+        # pieces into shard files (dlrmx.distributed.checkpoint). Otherwise rank 0 gathers all.
+        self.shard_files = shard_files
         self.tables = [_as_config(i, t) for i, t in enumerate(tables)]
         if optimizer is None:
             raise ValueError("a sharded collection needs a fused sparse optimizer")
@@ -174,7 +177,16 @@ class ShardedEmbeddingBagCollection(nn.Module):
     # ---- the single-process state_dict --------------------------------------------------------
 
     def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
-        """Rank 0 gets every table, assembled from the owners' pieces; the others save nothing."""
+        """Rank 0 gets every table, assembled from the owners' pieces (with shard_files only the
+        replicated ones); the others save nothing."""
+        if self.shard_files:
+            if self.ctx.rank == 0:
+                for p, w, s in self._held():
+                    if p.rank < 0:
+                        destination[prefix + f"weights.{p.table}"] = w.detach()
+                        if s is not None:
+                            destination[prefix + f"state_{p.table}"] = s
+            return
         held = [(p, w.detach(), s) for p, w, s in self._held()
                 if p.rank >= 0 or self.ctx.rank == 0]
         parts = [None] * self.ctx.world if self.ctx.rank == 0 else None
@@ -211,8 +223,8 @@ class ShardedEmbeddingBagCollection(nn.Module):
                 if tuple(src.shape) != want or src.dtype != dst.dtype:
                     error_msgs.append(f"{prefix + key}: checkpoint {tuple(src.shape)} {src.dtype}, "
                                       f"model {want} {dst.dtype}")
-                else:
-                    dst.detach().copy_(_region(src, p))
+                else:  # a whole table, or a sharded checkpoint's reader of one
+                    dst.detach().copy_(src.region(p) if hasattr(src, "region") else _region(src, p))
 
     def extra_repr(self) -> str:
         return (f"rank {self.ctx.rank} of {self.ctx.world}: pieces {self._mine}, tables "

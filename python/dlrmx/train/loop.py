@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import dlrmx.distributed.data
+from dlrmx.distributed import checkpoint as dist_ckpt
 import dlrmx.nn as dnn
 from dlrmx import atomic, distributed
 from dlrmx.data.loader import BatchSource, Prefetcher
@@ -176,15 +177,18 @@ def run(config: TrainConfig | dict[str, Any],
     uninterrupted run."""
     cfg = (TrainConfig.from_dict(config) if isinstance(config, dict) else config).validate()
     ctx = distributed.init(cfg.dist_backend, cfg.dist_timeout)  # None for a single process
+    ok = False
     try:
         with contextlib.redirect_stdout(io.StringIO()) if ctx and not ctx.writer else _nothing():
-            return _run(cfg, ctx, on_step)
+            result = _run(cfg, ctx, on_step)
+        ok = True
+        return result
     except RuntimeError as e:
         if ctx is None or isinstance(e, NonFiniteLossError):
             raise
         raise distributed.DistributedError.of(ctx, e) from e
     finally:
-        distributed.finish(ctx)
+        distributed.finish(ctx, ok)
 
 
 def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
@@ -215,6 +219,7 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
     state = None
     if cfg.resume:
         state = ckpt.load(ckpt_path)
+        dist_ckpt.attach(state, ckpt_path, whole=ctx is None)
         cfg = _resumed_config(cfg, state, ckpt_path)
     # Only rank 0 writes into the run dir; the other ranks' logs go to a private scratch dir.
     out_dir = run_dir if ctx is None or ctx.writer else Path(tempfile.mkdtemp(prefix="dlrmx-rank"))
@@ -244,6 +249,7 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
                                        "or train_seconds is not a number") from None
     elif cfg.load_model:
         saved = ckpt.load(cfg.load_model)
+        dist_ckpt.attach(saved, Path(cfg.load_model), whole=ctx is None)
         if "model" not in saved:
             raise ckpt.CheckpointError(f"checkpoint {cfg.load_model}: holds no 'model' weights")
         ckpt.load_state(model, saved["model"], cfg.load_model, "model")
@@ -261,11 +267,15 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
               "gemms": chosen["gemms"],
               "precision": {k: v for k, v in chosen.items() if k != "gemms"},
               **hot.checkpoint_fields(model)}
+        if ctx:  # each rank writes its pieces; rank 0's file below is the commit
+            ck["shards"] = dist_ckpt.write_shards(model.embeddings, ckpt_path, step)
         if out_dir != run_dir:
-            return  # every rank gave its tables to rank 0's state_dict above
+            return
         ckpt.save_atomic(ck, ckpt_path)
         if cfg.save_model:
             ckpt.save_atomic(ck, cfg.save_model)
+        if ctx:
+            dist_ckpt.remove_old_shards(ckpt_path, ck["shards"]["dir"])
 
     def do_eval(step: int, splits: tuple[str, ...] = ("val",), final: bool = False):
         """Evaluate `splits`; return the validation metrics (None without a val split)."""
@@ -456,7 +466,7 @@ def sharded_collection(cfg: TrainConfig, sizes: list[int], ctx: distributed.Dist
           f"fullest rank; per step {sum(rep['bytes_per_step'].values()):,} bytes exchanged "
           f"(placement.json)")
     return functools.partial(distributed.ShardedEmbeddingBagCollection, placement=plan,
-                             dist_ctx=ctx)
+                             dist_ctx=ctx, shard_files=True)
 
 
 def batches_per_epoch(cfg: TrainConfig, source: BatchSource) -> int:
