@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from dlrmx.cache.kernels import HotMap
-from dlrmx.data.loader import Batch, BatchSource, bag_offsets, make_batch
+from dlrmx.data.loader import Batch, BatchSource, WrappedSource, bag_offsets, make_batch
 
 POLICIES = ("fae", "interleaved")
 
 
-class HotColdSource(BatchSource):
+class HotColdSource(WrappedSource):
     def __init__(self, source: BatchSource, hot: HotMap, batches_per_epoch: int,
                  policy: str = "fae", window: int = 64, switch: int = 4) -> None:
         if policy not in POLICIES:
@@ -35,22 +35,13 @@ class HotColdSource(BatchSource):
         if window < 1 or switch < 1:
             raise ValueError(f"--hot-window-batches and --hot-switch-batches must be >= 1, got "
                              f"{window} and {switch}")
-        self.source, self.hot, self.per_epoch = source, hot, int(batches_per_epoch)
+        super().__init__(source)
+        self.hot, self.per_epoch = hot, int(batches_per_epoch)
         self.policy, self.window, self.switch = policy, int(window), int(switch)
-        self.table_sizes = source.table_sizes
-        self.multi_hot_sizes = source.multi_hot_sizes
         self._bags = list(source.multi_hot_sizes or [1] * len(source.table_sizes))
         self._plans: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
         self.hot_batches: dict[tuple[int, int], int] = {}  # (epoch, window) -> hot batches
-
-    def __getattr__(self, name: str):  # rows(), spec, ...: the wrapped source's
-        if name == "source":
-            raise AttributeError(name)
-        return getattr(self.source, name)
-
-    def num_batches(self, split: str, batch_size: int) -> int:
-        return self.source.num_batches(split, batch_size)
 
     def get(self, split: str, index: int, batch_size: int, epoch: int = 0) -> Batch:
         if split != "train":

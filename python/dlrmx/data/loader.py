@@ -105,6 +105,23 @@ class BatchSource:
         raise NotImplementedError
 
 
+class WrappedSource(BatchSource):
+    """A source that changes another's batches (their order, or a rank's slice of them) and
+    answers everything else as that source does (rows(), spec, ...)."""
+
+    def __init__(self, source: BatchSource) -> None:
+        self.source = source
+        self.table_sizes, self.multi_hot_sizes = source.table_sizes, source.multi_hot_sizes
+
+    def __getattr__(self, name: str):
+        if name == "source":  # not set yet (unpickling, half-built): no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+    def num_batches(self, split: str, batch_size: int) -> int:
+        return self.source.num_batches(split, batch_size)
+
+
 class SyntheticSource(BatchSource):
     """The planted-teacher data. Train is unbounded (an epoch is `train_batches` batches);
     val/test are fixed sets of `eval_samples` samples. With `multi_hot` each sample's ids are

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from dlrmx.data.loader import Batch, BatchSource, FileSource
+from dlrmx.data.loader import Batch, BatchSource, FileSource, WrappedSource
 from dlrmx.distributed.launch import Dist, split_bounds
 
 
@@ -30,22 +30,14 @@ def slice_batch(batch: Batch, lo: int, hi: int) -> Batch:
                  batch.label[lo:hi], None if batch.prob is None else batch.prob[lo:hi])
 
 
-class RankSlice(BatchSource):
+class RankSlice(WrappedSource):
     """This rank's slice of each of `source`'s batches (the global batch is --mini-batch-size).
     From the training files a rank reads only its rows; synthetic and random batches are made
     whole (a pure function of the batch index) and sliced."""
 
     def __init__(self, source: BatchSource, ctx: Dist) -> None:
-        self.source, self.ctx = source, ctx
-        self.table_sizes, self.multi_hot_sizes = source.table_sizes, source.multi_hot_sizes
-
-    def __getattr__(self, name: str):  # rows(), spec, ...: the wrapped source's
-        if name == "source":
-            raise AttributeError(name)
-        return getattr(self.source, name)
-
-    def num_batches(self, split: str, batch_size: int) -> int:
-        return self.source.num_batches(split, batch_size)
+        super().__init__(source)
+        self.ctx = ctx
 
     def get(self, split: str, index: int, batch_size: int, epoch: int = 0) -> Batch:
         r = self.ctx.rank

@@ -8,7 +8,6 @@ import datetime
 import os
 from dataclasses import dataclass
 
-import torch
 import torch.distributed as dist
 
 BACKENDS = ("auto", "gloo", "mpi")
