@@ -530,10 +530,12 @@ def _resumed_config(cfg: TrainConfig, state: dict[str, Any], path: Path) -> Trai
     saved = TrainConfig.from_dict(state["config"], where=f"checkpoint {path}")
     for keep in ("run_dir", "resume", "progress", "plots", "tensorboard", "data_workers",
                  "inference_only", "print_time", "print_wall_time", "memory_check",
-                 # how many processes and threads run it (any world size resumes)
-                 "threads", "dist_backend", "dist_timeout", "sparse_dense_boundary",
+                 # how many processes run it (any world size resumes)
+                 "dist_backend", "dist_timeout", "sparse_dense_boundary",
                  "max_table_bytes_per_rank"):
         setattr(saved, keep, getattr(cfg, keep))
+    if cfg.threads:  # given again: the new machine's; else the first run's (same arithmetic)
+        saved.threads = cfg.threads
     return saved.validate()
 
 
