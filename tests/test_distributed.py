@@ -264,7 +264,9 @@ def test_torchrun_restarts_resume_from_the_last_checkpoint(tmp_path):
     extra = ["--num-batches=200", "--checkpoint-freq=10"]
     _train(tmp_path / "full", 2, *extra)
     given = {e.split("=")[0] for e in extra}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--max-restarts=2",
+    # the restarted round reads its peers' addresses under its own attempt's keys (launch.init):
+    # the dead round's stale ones made it fail to connect now and then
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--max-restarts=1",
            f"--master-port={_port()}", "-m", "dlrmx.train",
            *[a for a in ARGS if a.split("=")[0] not in given], *extra,
            f"--run-dir={tmp_path / 'part'}"]

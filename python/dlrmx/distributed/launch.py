@@ -104,8 +104,13 @@ def init(backend: str = "auto", timeout_s: float = 300.0) -> Dist | None:
     os.environ.setdefault("MASTER_PORT", "29500")
     os.environ["RANK"], os.environ["WORLD_SIZE"] = str(rank), str(world)
     if not dist.is_initialized():
-        dist.init_process_group(chosen, rank=rank, world_size=world,
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world, timeout=timeout))
+        # Each attempt of a restarted job under its own keys: a restarted round must not read
+        # the addresses its dead predecessors left in a store that outlived them.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(chosen, store=dist.PrefixStore(f"dlrmx/attempt-{attempt}", store),
+                                rank=rank, world_size=world, timeout=timeout)
     return Dist(rank, world, local, local_world, chosen, timeout_s)
 
 
