@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from dlrmx.distributed.launch import split_bounds
 from dlrmx.popularity.hotset import row_bytes
 
 
@@ -44,14 +45,10 @@ class Placement:
         return [p for p in self.pieces if p.rank == rank]
 
 
-def _split(n: int, k: int) -> list[tuple[int, int]]:
-    base, extra = divmod(n, k)
-    out, lo = [], 0
-    for i in range(k):
-        hi = lo + base + (i < extra)
-        out.append((lo, hi))
-        lo = hi
-    return out
+def _ranges(n: int, k: int) -> list[tuple[int, int]]:
+    """k contiguous ranges of n rows (or columns), as ranks split a batch."""
+    b = split_bounds(n, k)
+    return list(zip(b, b[1:]))
 
 
 def place(table_sizes: Sequence[int], world: int, boundary: int, dim: int, optimizer: str,
@@ -75,8 +72,8 @@ def place(table_sizes: Sequence[int], world: int, boundary: int, dim: int, optim
         k_cols = 1
         if k_rows == 1 and 0 < len(large) < world and optimizer != "rowwise_adagrad":
             k_cols = min(dim, world // len(large))
-        cuts[t] = [(r0, r1, c0, c1) for r0, r1 in _split(rows, k_rows)
-                   for c0, c1 in _split(dim, k_cols)]
+        cuts[t] = [(r0, r1, c0, c1) for r0, r1 in _ranges(rows, k_rows)
+                   for c0, c1 in _ranges(dim, k_cols)]
     pieces = []
     for t in sorted(large, key=lambda t: -int(table_sizes[t])):
         used: set[int] = set()  # the pieces of one table go to different ranks
