@@ -71,7 +71,7 @@ def _close(a, b, atol):
     a, b = _fp32(a), _fp32(b)
     assert a.keys() == b.keys()
     for k in a:
-        assert torch.allclose(a[k], b[k], rtol=0, atol=atol), k
+        assert torch.allclose(a[k], b[k], rtol=0, atol=atol), (k, float((a[k] - b[k]).abs().max()))
 
 
 def test_split_and_placement():

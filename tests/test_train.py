@@ -266,3 +266,15 @@ def test_bf16_run_stops_on_a_poisoned_row_with_finite_weights(tmp_path):
         run(cfg)
     state = ckpt.load(tmp_path / "run" / "checkpoint.pt")
     assert all(torch.isfinite(v.float()).all() for v in state["model"].values())
+
+
+@pytest.mark.parametrize("saved", ["fp32", "bf16"])
+def test_load_model_takes_the_checkpoints_precision(tmp_path, saved):
+    """--precision auto with --load-model stores the tables as the checkpoint does (split-SGD
+    keeps bf16 halves and trails), whatever auto would measure on this CPU: one of the two
+    cases is the other choice."""
+    res = run(_cfg(tmp_path, num_batches=4, precision=saved, optimizer="split_sgd"))
+    again = run(_cfg(tmp_path, "inf", num_batches=4, precision="auto", optimizer="split_sgd",
+                     load_model=str(tmp_path / "run" / "checkpoint.pt"), inference_only=True))
+    assert json.loads((tmp_path / "inf" / "config.json").read_text())["precision"] == saved
+    assert again.final["val"]["auc"] == res.final["val"]["auc"]

@@ -1,20 +1,63 @@
-"""The collectives of the sharded embeddings, as autograd functions: what the forward sends,
-the backward sends back the other way. Every rank calls each of them at the same point of its
-forward and backward (the graphs are the same on every rank), with gloo over TCP or MPI."""
+"""The collectives of the sharded embeddings, and the time spent in them.
+
+`AllToAll` is an autograd function: what the forward sends, the backward sends back the other
+way. Every rank calls it at the same point of its forward and backward (the graphs are the same
+on every rank), with gloo over TCP or MPI. `TRAFFIC` adds up the seconds each rank is blocked
+in a collective and the bytes it sends: the trainer reports the split of a step into compute
+and communication from it."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Sequence
 
 import torch
 import torch.distributed as dist
 
 
+class Traffic:
+    """Seconds blocked in collectives (the transfer itself and any wait for a slower rank) and
+    bytes this rank sent, since the last reset. Paused while evaluating."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.seconds, self.bytes, self._on = 0.0, 0, True
+
+    def add(self, seconds: float, nbytes: int) -> None:
+        if self._on:
+            self.seconds += seconds
+            self.bytes += int(nbytes)
+
+    @contextlib.contextmanager
+    def timed(self, nbytes: int = 0):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(time.perf_counter() - t, nbytes)
+
+    @contextlib.contextmanager
+    def paused(self):
+        on, self._on = self._on, False
+        try:
+            yield
+        finally:
+            self._on = on
+
+
+TRAFFIC = Traffic()
+
+
 def all_to_all(x: torch.Tensor, send: Sequence[int], recv: Sequence[int]) -> torch.Tensor:
     """A flat tensor's consecutive pieces of send[j] elements to rank j; returns what each rank
     sent here, recv[s] elements from rank s, in rank order (no autograd)."""
     out = x.new_empty(int(sum(recv)))
-    dist.all_to_all_single(out, x.contiguous(), [int(n) for n in recv], [int(n) for n in send])
+    me = dist.get_rank()
+    with TRAFFIC.timed((sum(send) - send[me]) * x.element_size()):
+        dist.all_to_all_single(out, x.contiguous(), [int(n) for n in recv], [int(n) for n in send])
     return out
 
 
@@ -32,21 +75,7 @@ class AllToAll(torch.autograd.Function):
         return all_to_all(grad, recv, send), None, None
 
 
-class SliceOfGlobal(torch.autograd.Function):
-    """Rows [lo, hi) of a result every rank computed over the global batch (a replicated
-    table's lookups). Backward: every rank's slice gradient goes to every rank, so each rank
-    holds the gradient of the whole global batch and applies the same update."""
-
-    @staticmethod
-    def forward(ctx, full: torch.Tensor, lo: int, hi: int, rows: Sequence[int]) -> torch.Tensor:
-        ctx.shape, ctx.rows = full.shape, rows
-        return full[lo:hi].clone()
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        width = ctx.shape[1]
-        world = len(ctx.rows)
-        flat = grad.contiguous().reshape(-1)
-        got = all_to_all(flat.repeat(world), [flat.numel()] * world,
-                         [n * width for n in ctx.rows])
-        return got.reshape(ctx.shape), None, None, None
+def ring_bytes(nbytes: int) -> int:
+    """What one rank sends in a ring all-reduce of nbytes: 2 (w - 1) / w of them."""
+    w = dist.get_world_size()
+    return 2 * (w - 1) * nbytes // w

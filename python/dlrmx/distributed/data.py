@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from dlrmx.data.loader import Batch, BatchSource, FileSource, WrappedSource
+from dlrmx.distributed.comm import TRAFFIC, ring_bytes
 from dlrmx.distributed.launch import Dist, split_bounds
 
 
@@ -57,33 +58,64 @@ def gather_arrays(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
 
 
 class GradientSum:
-    """The dense gradients summed over the ranks, overlapped with the backward: each
-    parameter's all-reduce starts (asynchronously, in fp32) as soon as its gradient is
-    accumulated, and `wait()` (before the optimizer step) finishes them. Each rank's loss is its
-    samples' loss over the global batch, so the sum is the global batch's gradient."""
+    """The dense gradients summed over the ranks in buckets, overlapped with the backward.
+    Parameters are grouped, in the reverse of their order (about the order the backward
+    finishes them), into buckets of about `bucket_bytes`; a bucket's all-reduce starts
+    (asynchronously, in fp32, as one flat tensor) once each of its gradients is accumulated, and
+    `wait()` (before the optimizer step) finishes them all. Each rank's loss is its samples'
+    loss over the global batch, so the sum is the global batch's gradient."""
 
-    def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
+    def __init__(self, params: Sequence[torch.nn.Parameter], bucket_bytes: int = 4 << 20) -> None:
+        self._buckets: list[list[torch.nn.Parameter]] = [[]]
+        size = 0
+        for p in reversed(list(params)):
+            if size >= bucket_bytes:
+                self._buckets.append([])
+                size = 0
+            self._buckets[-1].append(p)
+            size += p.numel() * 4
+        self._bucket_of = {id(p): i for i, ps in enumerate(self._buckets) for p in ps}
+        self._ready = [0] * len(self._buckets)
         self._pending: list = []
         for p in params:
-            p.register_post_accumulate_grad_hook(self._start)
+            p.register_post_accumulate_grad_hook(self._accumulated)
 
-    def _start(self, p: torch.nn.Parameter) -> None:
-        g = p.grad.float() if p.grad.dtype != torch.float32 else p.grad
-        self._pending.append((p, g, dist.all_reduce(g, async_op=True)))
+    def _accumulated(self, p: torch.nn.Parameter) -> None:
+        i = self._bucket_of[id(p)]
+        self._ready[i] += 1
+        if self._ready[i] == len(self._buckets[i]):
+            self._start(i)
+
+    def _start(self, i: int) -> None:
+        ps = self._buckets[i]
+        for p in ps:  # a parameter this step did not reach sends zeros
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1).float() for p in ps])
+        self._pending.append((ps, flat, dist.all_reduce(flat, async_op=True)))
+        self._ready[i] = -1  # started
 
     def wait(self) -> None:
-        for p, g, work in self._pending:
-            work.wait()
-            if g is not p.grad:
-                p.grad.copy_(g)
+        for i, n in enumerate(self._ready):
+            if n > 0:  # some of its gradients never came: send what there is
+                self._start(i)
+        with TRAFFIC.timed(ring_bytes(sum(flat.numel() * 4 for _, flat, _ in self._pending))):
+            for ps, flat, work in self._pending:
+                work.wait()
+                pos = 0
+                for p in ps:
+                    p.grad.copy_(flat[pos:pos + p.numel()].view_as(p.grad))
+                    pos += p.numel()
         self._pending.clear()
+        self._ready = [0] * len(self._buckets)
 
 
 def sum_over_ranks(value: float) -> float:
     """A per-rank number summed over the job (a NaN anywhere reaches every rank, so all ranks
     stop together)."""
     t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
+    with TRAFFIC.timed(8):  # the loss; also where a rank waits for a slower one
+        dist.all_reduce(t)
     return float(t)
 
 

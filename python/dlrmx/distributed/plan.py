@@ -92,24 +92,36 @@ def place(table_sizes: Sequence[int], world: int, boundary: int, dim: int, optim
 
 def report(p: Placement, table_sizes: Sequence[int], dim: int, optimizer: str, batch: int,
            dense_params: int) -> dict[str, Any]:
-    """Who holds what, memory per rank, and the bytes each step moves (fp32 pooled results,
-    int64 ids and bag lengths, one id per lookup of a one-hot batch)."""
-    remote = (p.world - 1) / p.world  # the share of a global batch that lives on other ranks
-    held = [sum(int(table_sizes[t]) for t in p.replicated) * row_bytes(dim, optimizer)] * p.world
+    """Who holds what, memory per rank, and the bytes the busiest rank sends per step, by
+    collective (fp32 pooled results and gradients, int64 ids and bag lengths with one id per
+    lookup of a one-hot batch; ring all-reduces send 2 (w - 1) / w of the buffer)."""
+    w = p.world
+    b = -(-batch // w)  # a rank's share of the global batch (the larger one)
+    held = [sum(int(table_sizes[t]) for t in p.replicated) * row_bytes(dim, optimizer)] * w
+    width = [0] * w  # pooled columns each rank looks up for the global batch
+    pieces = [0] * w
     for q in p.pieces:
         held[q.rank] += q.shape[0] * row_bytes(q.shape[1], optimizer)
-    pooled = sum(q.shape[1] for q in p.pieces)
+        width[q.rank] += q.shape[1]
+        pieces[q.rank] += 1
+    total_w, total_p = sum(width), len(p.pieces)
+    remote = batch - b  # samples of a global batch on other ranks
+    ring = 2 * (w - 1) / w
+    ids = [b * (total_p - pieces[r]) * 16 for r in range(w)]
+    # forward: an owner sends its pieces' rows for the others' samples, and the backward sends
+    # its samples' gradients of the others' pieces
+    pooled = [4 * (remote * width[r] + b * (total_w - width[r])) for r in range(w)]
     return {
-        "world": p.world,
+        "world": w,
         "replicated": [{"table": t, "rows": int(table_sizes[t])} for t in p.replicated],
         "pieces": [{"table": q.table, "rank": q.rank, "rows": [q.row_lo, q.row_hi],
                     "columns": [q.col_lo, q.col_hi]} for q in p.pieces],
         "bytes_per_rank": held,
-        "bytes_per_step": {
-            "all_to_all_ids": int(batch * len(p.pieces) * 16 * remote),  # ids and bag lengths
-            "all_to_all_pooled": int(2 * batch * pooled * 4 * remote),  # forward and backward
-            "replicated_ids_and_grads": int(p.world * batch * len(p.replicated) * (16 + dim * 4)
-                                            * remote),
-            "all_reduce_dense": int(2 * dense_params * 4 * remote),  # ring all-reduce, per rank
+        "bytes_per_step": {  # sent by the busiest rank
+            "all_to_all_ids": max(ids),
+            "all_to_all_pooled": max(pooled),
+            "all_reduce_replicated": int(ring * sum(int(table_sizes[t]) for t in p.replicated)
+                                         * dim * 8),  # fp64 row gradients
+            "all_reduce_dense": int(ring * dense_params * 4),
         },
     }

@@ -9,9 +9,11 @@ fused lookup over the global batch (senders' samples in rank order, so the batch
 single-process one) and the pooled rows go back to their senders (all-to-all), which join a
 table's column pieces side by side and add up its row pieces' partial sums. Backward sends the
 pooled gradients the reverse way, and the fused sparse optimizer updates the owner's rows in
-place. Replicated small tables receive every rank's ids, so each rank looks up and updates them
-over the global batch with the gradients of all ranks: the copies stay identical without an
-all-reduce of tables.
+place. Replicated small tables (under --sparse-dense-boundary rows) are data-parallel: each rank
+looks up its own samples, the backward sums each table's row gradients over its samples into a
+dense fp64 buffer (the sum over ranks then rounds to fp32 once) whose all-reduce starts at once, and `finish_step()` (after the backward) gives
+the summed rows to the same fused sparse optimizer, so every copy takes the global batch's update.
+Per step that moves the tables' size (a ring all-reduce), not the global batch's pooled rows.
 
 The loss of each rank is its samples' loss sum divided by the global batch (the trainer's rule),
 so every sample's gradient is the one a single process computes and the sparse learning rate
@@ -27,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dlrmx.distributed.comm import AllToAll, SliceOfGlobal, all_to_all
+from dlrmx.distributed.comm import TRAFFIC, AllToAll, all_to_all, ring_bytes
 from dlrmx.distributed.launch import Dist
 from dlrmx.distributed.plan import Piece, Placement
 from dlrmx.nn.collection import EmbeddingBagCollection, _as_config, _reference_init_rows, jagged_offsets
@@ -59,6 +61,7 @@ class ShardedEmbeddingBagCollection(nn.Module):
         self.__dict__["_replica"] = self._local(self._rep)
         self._init(init_weights, generator)
         self._anchor = torch.zeros(0, requires_grad=True)  # keeps an empty exchange in the graph
+        self._rep_sum = None  # (row gradient buffers, their all-reduce) between backward and step
 
     def _local(self, pieces: list[Piece]) -> EmbeddingBagCollection | None:
         if not pieces:
@@ -117,10 +120,10 @@ class ShardedEmbeddingBagCollection(nn.Module):
         if self.placement.pieces:
             self._sharded_forward(batch, rows, parts)
         if self._rep:
-            g_vals, g_offs = self._exchange(batch, rows, [self._rep] * self.ctx.world, self._rep)
-            full = self._replica(g_vals, offsets=g_offs)
-            lo = sum(rows[:self.ctx.rank])
-            mine = SliceOfGlobal.apply(full, lo, lo + b, rows)
+            ids, lens = zip(*(batch.piece(p) for p in self._rep))
+            offs = torch.zeros(b * len(self._rep) + 1, dtype=torch.int64)
+            torch.cumsum(torch.cat(lens), 0, out=offs[1:])
+            mine = _DataParallel.apply(self._anchor, self, torch.cat(ids), offs)
             for p, col in zip(self._rep, torch.split(mine, [q.shape[1] for q in self._rep], 1)):
                 parts[p.table].append((p, col))
         return torch.cat([_join(ps) for ps in parts], dim=1)
@@ -173,6 +176,50 @@ class ShardedEmbeddingBagCollection(nn.Module):
         g_offs = torch.zeros(g_len.numel() + 1, dtype=torch.int64)
         torch.cumsum(g_len, 0, out=g_offs[1:])
         return g_vals, g_offs
+
+    # ---- the replicated tables' update ---------------------------------------------------------
+
+    def _sum_replicated(self, grad: torch.Tensor, ids: torch.Tensor, offsets: torch.Tensor) -> None:
+        """(backward) Each replicated table's row gradients over this rank's samples, in fp64,
+        and the start of their sum over the ranks."""
+        b = grad.shape[0]
+        bufs = [torch.zeros(p.shape, dtype=torch.float64) for p in self._rep]
+        lens = offsets.diff().view(len(self._rep), b)
+        col = 0
+        for k, (p, buf) in enumerate(zip(self._rep, bufs)):
+            lo, hi = int(offsets[k * b]), int(offsets[(k + 1) * b])
+            bag = torch.repeat_interleave(torch.arange(b), lens[k])
+            buf.index_add_(0, ids[lo:hi], grad[bag, col:col + p.shape[1]].double())
+            col += p.shape[1]
+        flat = torch.cat([x.reshape(-1) for x in bufs])
+        self._rep_sum = (flat, bufs, dist.all_reduce(flat, async_op=True))
+
+    def finish_step(self) -> None:
+        """After the backward: the replicated tables' update with the global batch's row
+        gradients (every touched row, one bag each, through the fused optimizer)."""
+        if self._rep_sum is None:
+            return
+        flat, bufs, work = self._rep_sum
+        self._rep_sum = None
+        with TRAFFIC.timed(ring_bytes(flat.numel() * 8)):
+            work.wait()
+        pos, grads = 0, []
+        for x in bufs:
+            grads.append(flat[pos:pos + x.numel()].view_as(x).float())
+            pos += x.numel()
+        touched = [torch.nonzero(g.ne(0).any(1)).flatten() for g in grads]  # NaN counts
+        b = max(1, max(len(r) for r in touched))
+        lens = torch.zeros(len(grads), b, dtype=torch.int64)
+        out_grad = torch.zeros(b, sum(g.shape[1] for g in grads))
+        col = 0
+        for k, (r, g) in enumerate(zip(touched, grads)):
+            lens[k, :len(r)] = 1
+            out_grad[:len(r), col:col + g.shape[1]] = g[r]
+            col += g.shape[1]
+        offs = torch.zeros(lens.numel() + 1, dtype=torch.int64)
+        torch.cumsum(lens.reshape(-1), 0, out=offs[1:])
+        with torch.enable_grad():
+            self._replica(torch.cat(touched), offsets=offs).backward(out_grad)
 
     # ---- the single-process state_dict --------------------------------------------------------
 
@@ -278,3 +325,20 @@ def _all_batch_sizes(b: int, world: int) -> list[int]:
     out = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
     dist.all_gather(out, t)
     return [int(x) for x in out]
+
+
+class _DataParallel(torch.autograd.Function):
+    """A replicated table's lookup of this rank's samples; its backward hands the pooled
+    gradient to the owner, which sums the rows over the ranks (the update waits for
+    `finish_step`)."""
+
+    @staticmethod
+    def forward(ctx, anchor, owner: ShardedEmbeddingBagCollection, ids, offsets):
+        ctx.owner, ctx.args = owner, (ids, offsets)
+        with torch.no_grad():
+            return owner._replica(ids, offsets=offsets)
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.owner._sum_replicated(grad, *ctx.args)
+        return None, None, None, None

@@ -58,10 +58,11 @@ class TrainResult:
     final: dict[str, dict[str, float]] = field(default_factory=dict)  # split -> end-of-run metrics
     oracle_auc: float | None = None
     last_eval: dict[str, dict[str, float]] = field(default_factory=dict)  # the last periodic one
-    stopped: str = "completed"  # completed | auc_threshold | interrupted | inference_only
+    stopped: str = "completed"  # completed | auc_threshold | interrupted | pruned | inference_only
     run_dir: str = ""
     cache: dict[str, Any] = field(default_factory=dict)  # --hot-cache-budget: the cache's counters
     rank: int = 0  # this process's rank under a launcher (only rank 0's result is the run's)
+    communication: dict[str, float] = field(default_factory=dict)  # distributed: see comm.Traffic
 
 
 # ------------------------------------------------------------------------------------ build
@@ -170,9 +171,12 @@ def run_eval(cfg: TrainConfig, model: DLRM, source: BatchSource, split: str,
 
 # ------------------------------------------------------------------------------------- run
 def run(config: TrainConfig | dict[str, Any],
-        on_step: Callable[[int], None] | None = None) -> TrainResult:
+        on_step: Callable[[int], None] | None = None,
+        on_eval: Callable[[int, dict[str, Any]], bool] | None = None) -> TrainResult:
     """Train (or only evaluate) as `config` says. `on_step(step)` is called after every completed
-    step (tests use it to interrupt a run). Ctrl-C writes a checkpoint and returns with
+    step (tests use it to interrupt a run). `on_eval(step, val_metrics)` after every periodic
+    evaluation: True stops the run there with stopped='pruned' (a checkpoint, no final
+    evaluation; dlrmx.tune's early stopping). Ctrl-C writes a checkpoint and returns with
     stopped='interrupted'; `resume=True` continues from it with the same result as an
     uninterrupted run."""
     cfg = (TrainConfig.from_dict(config) if isinstance(config, dict) else config).validate()
@@ -180,7 +184,7 @@ def run(config: TrainConfig | dict[str, Any],
     ok = False
     try:
         with contextlib.redirect_stdout(io.StringIO()) if ctx and not ctx.writer else _nothing():
-            result = _run(cfg, ctx, on_step)
+            result = _run(cfg, ctx, on_step, on_eval)
         ok = True
         return result
     except RuntimeError as e:
@@ -192,7 +196,8 @@ def run(config: TrainConfig | dict[str, Any],
 
 
 def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
-         on_step: Callable[[int], None] | None) -> TrainResult:
+         on_step: Callable[[int], None] | None,
+         on_eval: Callable[[int, dict[str, Any]], bool] | None = None) -> TrainResult:
     threads = distributed.threads_per_rank(cfg.threads, ctx)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -221,6 +226,16 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
         state = ckpt.load(ckpt_path)
         dist_ckpt.attach(state, ckpt_path, whole=ctx is None)
         cfg = _resumed_config(cfg, state, ckpt_path)
+    loaded = None
+    if cfg.load_model and state is None:
+        loaded = ckpt.load(cfg.load_model)
+        dist_ckpt.attach(loaded, Path(cfg.load_model), whole=ctx is None)
+        if "model" not in loaded:
+            raise ckpt.CheckpointError(f"checkpoint {cfg.load_model}: holds no 'model' weights")
+        conf = loaded.get("config")
+        saved_precision = conf.get("precision") if isinstance(conf, dict) else None
+        if cfg.precision == "auto" and saved_precision in ("fp32", "bf16"):
+            cfg.precision = saved_precision  # its tables' storage (bf16 keeps split-SGD trails)
     # Only rank 0 writes into the run dir; the other ranks' logs go to a private scratch dir.
     out_dir = run_dir if ctx is None or ctx.writer else Path(tempfile.mkdtemp(prefix="dlrmx-rank"))
     if out_dir != run_dir:
@@ -247,12 +262,8 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
         except (TypeError, ValueError):
             raise ckpt.CheckpointError(f"checkpoint {ckpt_path}: best_auc, best_step, samples "
                                        "or train_seconds is not a number") from None
-    elif cfg.load_model:
-        saved = ckpt.load(cfg.load_model)
-        dist_ckpt.attach(saved, Path(cfg.load_model), whole=ctx is None)
-        if "model" not in saved:
-            raise ckpt.CheckpointError(f"checkpoint {cfg.load_model}: holds no 'model' weights")
-        ckpt.load_state(model, saved["model"], cfg.load_model, "model")
+    elif loaded is not None:
+        ckpt.load_state(model, loaded["model"], cfg.load_model, "model")
 
     log = _Log(out_dir, cfg.tensorboard, resume_step=start_step if state is not None else None)
     progress = Progress(total, start_step, cfg.progress and not cfg.inference_only,
@@ -323,6 +334,8 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
     step = start_step
     dense_params = model.dense_parameters()
     grad_sum = distributed.data.GradientSum(dense_params) if ctx else None
+    traffic = distributed.comm.TRAFFIC
+    traffic.reset()
     t0 = time.perf_counter()
     window_t, window_samples, loss_sum, correct, loss_n = t0, 0, 0.0, 0, 0
     prefetch = Prefetcher(fetch, range(start_step, total), cfg.data_workers)
@@ -351,6 +364,7 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
                 loss.backward()  # also updates the embedding rows in place
                 if grad_sum:
                     grad_sum.wait()  # the all-reduces the backward started
+                    model.embeddings.finish_step()  # the replicated tables' update
                 if not all_finite([p.grad for p in dense_params if p.grad is not None]):
                     _stop_non_finite("an MLP gradient", step, lr, ckpt_path)  # before the MLPs take it
                 dense_opt.step()
@@ -376,10 +390,14 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
                     mlperf.end("epoch_stop", epoch_num=step // per_epoch)
                 if step % test_freq == 0 and step < total:
                     t_eval = time.perf_counter()
-                    m = do_eval(step)
+                    with traffic.paused():
+                        m = do_eval(step)
                     window_t += time.perf_counter() - t_eval  # ms/it and samples/s: training only
                     if m and _target_reached(cfg, m):
                         result.stopped = "auc_threshold"
+                        break
+                    if m and on_eval is not None and on_eval(step, m):
+                        result.stopped = "pruned"
                         break
                 if cfg.checkpoint_freq > 0 and step % cfg.checkpoint_freq == 0:
                     save(step, prior_seconds + time.perf_counter() - t0)
@@ -393,8 +411,11 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
         progress.close()
     result.train_seconds = prior_seconds + time.perf_counter() - t0
     result.steps = step
+    if ctx:  # this run's share of the training time blocked in collectives (rank 0's)
+        result.communication = {"seconds": traffic.seconds, "bytes": traffic.bytes,
+                                "share": traffic.seconds / max(time.perf_counter() - t0, 1e-9)}
     save(step, result.train_seconds)
-    if result.stopped != "interrupted":
+    if result.stopped not in ("interrupted", "pruned"):
         m = do_eval(step, ("val", "test"), final=True)
         if m and result.stopped == "completed" and _target_reached(cfg, m):
             result.stopped = "auc_threshold"
@@ -463,8 +484,8 @@ def sharded_collection(cfg: TrainConfig, sizes: list[int], ctx: distributed.Dist
     held = [len(plan.pieces_of(r)) for r in range(ctx.world)]
     print(f"distributed: {ctx.world} ranks ({ctx.backend}), table pieces per rank {held}, "
           f"{len(plan.replicated)} replicated; {max(rep['bytes_per_rank']):,} table bytes on the "
-          f"fullest rank; per step {sum(rep['bytes_per_step'].values()):,} bytes exchanged "
-          f"(placement.json)")
+          f"fullest rank; per step the busiest rank sends {sum(rep['bytes_per_step'].values()):,} "
+          f"bytes (placement.json)")
     return functools.partial(distributed.ShardedEmbeddingBagCollection, placement=plan,
                              dist_ctx=ctx, shard_files=True)
 
