@@ -108,7 +108,7 @@ def project(per_sample_s: float, cores_here: int, cores: int, mem_gbs: float, al
             comm = (a2a + ar) * 8 / (gbps * 1e9) + messages * alpha_us * 1e-6
             total = steps * (compute + rows + comm) / 60
             terms = {"compute": compute, "embedding rows": rows, "all-to-all": a2a * 8 / (gbps * 1e9),
-                     "all-reduce": ar * 8 / (gbps * 1e9)}
+                     "all-reduce": ar * 8 / (gbps * 1e9), "latency": messages * alpha_us * 1e-6}
             print(f"{n:5d} {gbps:4.0f}GbE {1e3 * compute:6.1f}ms {1e3 * rows:4.1f}ms "
                   f"{a2a / 1e6:7.1f} {ar / 1e6:6.1f} {1e3 * comm:4.1f}ms {total:6.1f} "
                   f"{INTEL_MIN.get(n, float('nan')):6.1f}  {max(terms, key=terms.get)}")

@@ -3,5 +3,5 @@
 # Extra arguments go to bench/embedding.py (see --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DLRMX_EXTRAS=${DLRMX_EXTRAS:-test,bench} bash ci/setup.sh
+DLRMX_EXTRAS=${DLRMX_EXTRAS:-test,tune,bench} bash ci/setup.sh
 exec .venv/bin/python bench/embedding.py "$@"

@@ -5,13 +5,13 @@
 #   TORCH_SPEC   which torch to install (default torch==2.13.0, the CPU build; a bare "torch"
 #                from PyPI would pull several GB of CUDA packages onto a CPU machine)
 #   TORCH_INDEX  an extra package index for TORCH_SPEC, e.g. a CUDA wheel index on a GPU machine
-#   DLRMX_EXTRAS extras to install (default "test"; "test,bench" adds FBGEMM for comparisons)
+#   DLRMX_EXTRAS extras to install (default "test,tune"; add "bench" for FBGEMM comparisons)
 #   DLRMX_SANITIZE=1  build with AddressSanitizer + UndefinedBehaviorSanitizer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-EXTRAS=${DLRMX_EXTRAS:-test}
+EXTRAS=${DLRMX_EXTRAS:-test,tune}
 
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PY="$VENV/bin/python"
@@ -34,6 +34,11 @@ if [ "${DLRMX_SANITIZE:-0}" = 1 ]; then
               --config-settings=cmake.define.DLRMX_SANITIZE=ON)
 fi
 "${PIP[@]}" -c "$VENV/torch-constraint.txt" --no-build-isolation "${BUILD_ARGS[@]}" -e ".[$EXTRAS]"
+# SigOpt's offline engine for `python -m dlrmx.tune` (pyproject.toml's tune extra says why these
+# pins and --no-deps): about 15 MB of wheels, no build.
+if [[ ",$EXTRAS," == *,tune,* ]] && ! "$PY" -c "import sigoptlite" 2>/dev/null; then
+  "${PIP[@]}" --no-deps "sigoptlite==0.1.2" "libsigopt==1.0.0" "qmcpy==1.2"
+fi
 # --mlperf-logging writes through mlperf-logging's mllog, which needs only the standard library;
 # --no-deps skips the pandas and scipy that its compliance checker (unused here) declares.
 "$PY" -c "import mlperf_logging.mllog" 2>/dev/null ||
