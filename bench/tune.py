@@ -93,31 +93,40 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--margin", type=float, default=0.03, help="target = oracle AUC - margin")
     p.add_argument("--ways", default=",".join(WAYS))
+    p.add_argument("--save", default="", help="write every trial to this JSON file")
+    p.add_argument("--load", default="", help="summarize a --save file again (e.g. another margin)")
     a = p.parse_args()
     ways = a.ways.split(",")
     print(cpu_line())
-    with tempfile.TemporaryDirectory() as tmp:
-        jobs = [(w, s) for s in range(a.seeds) for w in ways]
-        with ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda j: run_one(j[0], j[1], a, Path(tmp)), jobs))
+    if a.load:
+        results = json.loads(Path(a.load).read_text())
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            jobs = [(w, s) for s in range(a.seeds) for w in ways]
+            with ThreadPoolExecutor(2) as pool:
+                results = list(pool.map(lambda j: run_one(j[0], j[1], a, Path(tmp)), jobs))
+    if a.save:
+        Path(a.save).write_text(json.dumps(results))
     oracle = next(t.get("oracle_auc") for r in results for t in r["trials"] if t.get("oracle_auc"))
     target = oracle - a.margin
     print(f"task: {a.steps} steps of batch {a.batch} per trial, oracle AUC {oracle:.4f}, "
           f"target {target:.4f}; {a.trials} trials, {a.seeds} seeds; medians over seeds "
           "(a way that misses the target in a seed counts as trials+1 there)")
-    print(f"{'way':20s} {'reached':>7s} {'trials to target':>16s} {'wall s to target':>16s} "
-          f"{'best@10':>8s} {'best@20':>8s} {'time of fastest at target':>26s}")
+    print(f"{'way':20s} {'reached':>7s} {'trials to target':>16s} {'(per seed)':>12s} "
+          f"{'wall s':>7s} {'best@10':>8s} {'best@20':>8s} {'fastest trial at target, s':>27s}")
+    nan = float("nan")
     for w in ways:
         rs = [summarize(r, target) for r in results if r["way"] == w]
         hits = [r["hit"] for r in rs]
         n = [h[0] if h else a.trials + 1 for h in hits]
         wall = [h[1] for h in hits if h]
+        fast = [r["fastest_at_target"] for r in rs if r["hit"]]
         print(f"{w:20s} {sum(h is not None for h in hits):3d}/{len(hits):<3d} "
-              f"{statistics.median(n):16.1f} "
-              f"{(statistics.median(wall) if wall else float('nan')):16.1f} "
+              f"{statistics.median(n):16.1f} {','.join(map(str, n)):>12s} "
+              f"{(statistics.median(wall) if wall else nan):7.1f} "
               f"{statistics.median(r['best10'] for r in rs):8.4f} "
               f"{statistics.median(r['best20'] for r in rs):8.4f} "
-              f"{statistics.median(r['fastest_at_target'] for r in rs):26.2f}")
+              f"{(statistics.median(fast) if fast else nan):27.2f}")
     print(json.dumps({"oracle": oracle, "target": target}))
 
 

@@ -17,7 +17,7 @@ import torch
 from dlrmx.distributed.checkpoint import attach
 from dlrmx.distributed.data import slice_batch
 from dlrmx.distributed.launch import split_bounds
-from dlrmx.distributed.plan import place
+from dlrmx.distributed.plan import place, report
 from dlrmx.nn.sparse_optim import combine_fp32
 from dlrmx.train import checkpoint as ckpt
 
@@ -90,6 +90,13 @@ def test_split_and_placement():
     assert [(q.row_lo, q.row_hi) for q in rows if q.table == 0] == [(0, 3334), (3334, 6667), (6667, 10000)]
     with pytest.raises(ValueError, match="needs 4 ranks of --max-table-bytes-per-rank"):
         place([10000], 3, 100, 8, "sgd", max_bytes_per_rank=100_000)
+    # what the busiest rank sends per step: a global batch of 250 over 2 ranks, a table each
+    sent = report(place([5000, 5000, 50], 2, 100, 8, "sgd"), [5000, 5000, 50], 8, "sgd", 250,
+                  1000)["bytes_per_step"]
+    assert sent == {"all_to_all_ids": 125 * 16,  # its samples' ids of the other rank's table
+                    "all_to_all_pooled": 4 * (125 * 8 + 125 * 8),  # rows out, gradients out
+                    "all_reduce_replicated": 50 * 8 * 8,  # fp64, ring: 2 (w - 1) / w = 1
+                    "all_reduce_dense": 1000 * 4}
 
 
 def test_slice_batch_keeps_the_bags():
@@ -133,6 +140,8 @@ def test_ranks_train_as_one_process(tmp_path, nproc, optimizer, data, layout):
     line = [ln for ln in one.stdout.splitlines() if ln.startswith("final AUC")]
     assert line and line[0][:16] in many.stdout  # AUC to 4 digits
     assert many.stdout.count("final AUC") == 1  # rank 0 speaks for the run
+    comm = json.loads((tmp_path / "many" / "summary.json").read_text())["communication"]
+    assert comm["bytes"] > 0 and 0 < comm["share"] < 1  # the step's time in collectives
     assert (tmp_path / "many" / "placement.json").is_file()
 
 

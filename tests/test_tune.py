@@ -160,6 +160,13 @@ def test_pruning_stops_a_planted_bad_trial(tmp_path):
     assert _observed(d)[0]["partial"]["auc"] < 0.70
 
 
+def test_a_diverging_trial_is_a_failed_observation(tmp_path):
+    exp, d = prepare(_experiment(tmp_path, "random", trials=1, parallel=1), None)
+    exp.parameters[0].lo, exp.parameters[0].hi = 1e5, 1e6  # SGD at lr 1e5: the loss overflows
+    trials = Runner(exp, d, quiet=True).run()
+    assert trials[0]["status"] == "failed" and "not finite" in trials[0]["reason"], trials[0]
+
+
 def test_a_hung_trial_fails_and_the_experiment_goes_on(tmp_path):
     path = _experiment(tmp_path, "random", trials=2, parallel=2, trial_timeout=1.0)
     exp, d = prepare(path, None)
@@ -188,3 +195,34 @@ def test_killed_runner_resumes_without_repeating_finished_trials(tmp_path):
     assert (d / "trials" / "0000" / "result.json").stat().st_mtime_ns == kept
     assert trials[0]["values"] == first[0]["values"]
     assert all(t["status"] == "completed" for t in trials)
+
+
+@pytest.mark.parametrize("backend", ["sigoptlite", "optuna", "random"])
+def test_backends_replay_history_and_suggest_within_the_space(tmp_path, backend):
+    """What resume does: finished trials (completed, pruned, failed) replayed into a fresh
+    optimizer, then suggestions that respect the bounds and the conditionals."""
+    from dlrmx.tune import backends
+
+    exp = advisor.advise(name="b", optimizers=["sgd", "lamb"], steps=100, batch=256, train=TRAIN,
+                         trials=10, parallel=2, auc_target=0.6, backend=backend, tune_mlp=False)
+    exp = parse(exp)
+    rng = __import__("random").Random(1)
+    history = []
+    for n, status in enumerate(["completed", "completed", "pruned", "failed", "completed"]):
+        t = {"number": n, "assignments": exp.sample(rng), "status": status}
+        if status == "completed":
+            t["values"] = {"auc": 0.6 + 0.01 * n, "train_time": 1.0 + n}
+        history.append(t)
+    b = backends.make(exp, tmp_path)
+    b.replay(history)
+    running = []
+    for n in range(5, 8):
+        a, _ = b.suggest(n, running)
+        assert a["optimizer"] in ("sgd", "lamb")
+        lr = exp.active(a)
+        assert set(k for k in lr if k.startswith("learning_rate")) == {f"learning_rate__{a['optimizer']}"}
+        for p in exp.parameters:
+            if p.name in lr and p.type != "categorical":
+                assert p.lo <= float(lr[p.name]) <= p.hi, (p.name, lr[p.name])
+        running.append({"number": n, "assignments": a, "status": "running"})
+    assert len({json.dumps(r["assignments"], sort_keys=True) for r in running}) == 3

@@ -10,10 +10,11 @@ single-process one) and the pooled rows go back to their senders (all-to-all), w
 table's column pieces side by side and add up its row pieces' partial sums. Backward sends the
 pooled gradients the reverse way, and the fused sparse optimizer updates the owner's rows in
 place. Replicated small tables (under --sparse-dense-boundary rows) are data-parallel: each rank
-looks up its own samples, the backward sums each table's row gradients over its samples into a
-dense fp64 buffer (the sum over ranks then rounds to fp32 once) whose all-reduce starts at once, and `finish_step()` (after the backward) gives
-the summed rows to the same fused sparse optimizer, so every copy takes the global batch's update.
-Per step that moves the tables' size (a ring all-reduce), not the global batch's pooled rows.
+looks up its own samples; the backward sums each table's row gradients over them into a dense
+fp64 buffer (the sum over the ranks then rounds to fp32 once) and starts its all-reduce; and
+`finish_step()` (after the backward) gives the summed rows to the same fused sparse optimizer,
+so every copy takes the global batch's update. A step moves the tables' size (a ring
+all-reduce), not the global batch's pooled rows.
 
 The loss of each rank is its samples' loss sum divided by the global batch (the trainer's rule),
 so every sample's gradient is the one a single process computes and the sparse learning rate

@@ -10,10 +10,10 @@ Where the ranges come from:
   lr 1.0 at batch 2048 (dlrm_s_pytorch.py's README and MLPerf's reference): lr grows about as
   batch^0.83 between the two; the range is a decade below to 3x above that line. Split-SGD is
   SGD's arithmetic on exact fp32 weights: the same range.
-- LAMB: trust-ratio steps make its lr about 10x below SGD's at the same batch (Intel's MLPerf
-  recipe; You et al. 2020): the SGD range divided by 10.
-- Row-wise Adagrad and Adagrad: the per-row step lr / sqrt(sum g^2) is scale-free; dlrmx's
-  default 0.2 works on the synthetic data; a decade each side around 0.05-0.5.
+- LAMB (You et al. 2020): its steps are scaled by each layer's weight norm (the trust ratio), so
+  the rule of thumb is a rate about a tenth of SGD's at the same batch: the SGD range / 10.
+- Row-wise Adagrad and Adagrad: the per-row step lr / sqrt(sum g^2) does not depend on the
+  gradient's scale; our sources give no DLRM recipe, so the range is wide: 0.005-0.5.
 - The schedule: MLPerf v1.0's (warm-up 5600, decay from 6900 over 11100 of ~12,800 steps, power 2)
   and SDA's ranges, as fractions of a trial's steps: warm-up in [0, 35%], decay start in
   (35%, 70%] (never before warm-up ends), decay steps in [30%, 100%].

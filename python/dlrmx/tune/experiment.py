@@ -201,8 +201,8 @@ def parse(raw: Any, where: str = "experiment") -> Experiment:
     if "metadata" in raw and not isinstance(raw["metadata"], dict):
         raise _err(f"{where}.metadata", "must be a mapping")
     exp = Experiment(raw, params, conds, metrics, budget, parallel, settings)
-    try:  # the shared options and one sample's: a typo fails here, not in every trial
-        TrainConfig.from_dict(exp.trial_config(exp.sample(random.Random(0))), where="trial").validate()
+    try:  # the options every trial shares: a typo fails here, not in every trial
+        TrainConfig.from_dict(settings["train"], where="trial").validate()
     except (ValueError, KeyError) as e:
         raise _err(f"{where}.dlrmx.train", f"a trial's dlrmx.train options are invalid: {e}") from None
     return exp

@@ -4,7 +4,7 @@ for every backend (a trial checks itself after each of its evaluations; dlrmx.tu
 - median: stop at the k-th evaluation when the AUC is below the median of the other trials'
   k-th evaluations (Optuna's MedianPruner);
 - percentile: below their `percentile`-th percentile (PercentilePruner: 25 stops the bottom 25%);
-- asha: at rungs k = w, w*eta, w*eta^2, ... (w = max(1, warmup_evals)) keep a trial only if its
+- asha: at rungs k = w*eta, w*eta^2, ... (w = max(1, warmup_evals)) keep a trial only if its
   AUC is in the top 1/eta of all trials that reached the rung (asynchronous successive halving,
   Li et al. 2020); between rungs it runs on.
 
