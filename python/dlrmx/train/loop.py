@@ -244,7 +244,8 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
     mlperf.start("init_start")
 
     torch.manual_seed(cfg.numpy_rand_seed)
-    source, model, dense_opt, chosen = build(cfg, state, out_dir, ctx)
+    plan = loaded.get("gemms") if loaded is not None and cfg.gemm_library == "auto" else None
+    source, model, dense_opt, chosen = build(cfg, state, out_dir, ctx, plan)
     schedule = make_schedule(cfg, model, dense_opt)  # reads the base rates: before any state loads
     per_epoch = batches_per_epoch(cfg, source)
     total = per_epoch * cfg.nepochs
@@ -432,7 +433,7 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
 
 
 def build(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path,
-          ctx: distributed.Dist | None = None):
+          ctx: distributed.Dist | None = None, saved_plan: list[dict[str, Any]] | None = None):
     """The data, the model and its dense optimizer, on this machine's fast path: --preset fitted
     to memory, --precision auto resolved and the GEMM libraries planned (a resumed run keeps
     the first run's, so it computes the same numbers); writes config.json and precision.json."""
@@ -457,6 +458,8 @@ def build(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path,
             source = hot.scheduled(cfg, source, model, per_epoch)
     if state is not None and "gemms" in state:
         chosen = {**chosen, **state.get("precision", {}), "gemms": apply_plan(model, state["gemms"])}
+    elif saved_plan is not None:  # --load-model: the checkpoint's GEMMs, so it computes the same
+        chosen["gemms"] = apply_plan(model, distributed.data.shared(ctx, saved_plan))
     else:  # measured on each rank, rank 0's plan used by all
         plan = distributed.data.shared(ctx, plan_gemms(model, cfg.mini_batch_size, cfg.gemm_library))
         chosen["gemms"] = apply_plan(model, plan) if ctx else plan
