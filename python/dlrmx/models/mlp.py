@@ -64,11 +64,16 @@ class _LinearFn(torch.autograd.Function):
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, relu: bool = False,
            fwd: str = "mkl", bwd: str = "mkl") -> torch.Tensor:
     """act(x w^T + b) with the GEMMs on the given libraries; under autocast and for inputs the
-    fused op does not take (not 2-D, not contiguous, another dtype, empty) torch's own path."""
-    if (torch.is_autocast_enabled("cpu") or x.dim() != 2 or x.dtype != w.dtype
+    fused op does not take (not 2-D, not contiguous, another dtype, empty) torch's own path.
+    oneDNN where it cannot run (off the CPU, bf16 without AVX-512: a plan made on another
+    machine, say) falls back to torch's GEMMs, which compute the same product."""
+    if (torch.is_autocast_enabled(x.device.type) or x.dim() != 2 or x.dtype != w.dtype
             or not x.is_contiguous() or x.shape[0] == 0):
         y = F.linear(x, w, b)
         return F.relu(y) if relu else y
+    if ("onednn" in (fwd, bwd) and not torch.compiler.is_compiling()
+            and not (x.is_cpu and onednn_runs(x.dtype))):
+        fwd = bwd = "mkl"
     return _LinearFn.apply(x, w, b, relu, fwd, bwd)
 
 
@@ -206,4 +211,6 @@ def apply_plan(module: nn.Module, plan: list[dict]) -> list[dict]:
         if p["forward"] not in LIBRARIES or p["input_grad"] not in LIBRARIES:
             raise ValueError(f"the GEMM plan names an unknown library: {p}")
         layer.fwd, layer.bwd = p["forward"], p["input_grad"]
+        if "onednn" in (layer.fwd, layer.bwd) and not onednn_runs(layer.weight.dtype):
+            layer.fwd = layer.bwd = "mkl"  # planned on a CPU with kernels this one lacks
     return plan
