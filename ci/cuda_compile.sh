@@ -6,7 +6,8 @@
 #
 # nvcc: from PATH, else /usr/local/cuda/bin/nvcc, else (no CUDA toolkit on the machine) the
 # CUDA 13 pip packages nvidia-cuda-nvcc, -cuda-runtime, -cuda-crt, -nvvm and -cuda-cccl,
-# installed with --no-deps into a venv under build/cuda-pip (reused by later runs).
+# installed with --no-deps into a venv under build/cuda-pip (reused by later runs);
+# DLRMX_CUDA_FROM_PIP=1 takes that way even where a toolkit is installed.
 # DLRMX_CUDA_KEEP=DIR keeps the linked libdlrmx_cuda.so there (ci/cuda_gpu_check.sh loads it).
 #   bash ci/cuda_compile.sh              NVCC=/path/to/nvcc bash ci/cuda_compile.sh
 set -euo pipefail
@@ -18,14 +19,14 @@ NVCC=${NVCC:-}
 INCLUDES=()
 LINK_RUNTIME=(-cudart static)
 if [ -z "$NVCC" ]; then
-  if command -v nvcc >/dev/null 2>&1; then
+  if [ "${DLRMX_CUDA_FROM_PIP:-0}" != 1 ] && command -v nvcc >/dev/null 2>&1; then
     NVCC=$(command -v nvcc)
-  elif [ -x /usr/local/cuda/bin/nvcc ]; then
+  elif [ "${DLRMX_CUDA_FROM_PIP:-0}" != 1 ] && [ -x /usr/local/cuda/bin/nvcc ]; then
     NVCC=/usr/local/cuda/bin/nvcc
   else
     venv=build/cuda-pip
     if [ ! -x "$venv/bin/python" ]; then
-      echo "cuda_compile: no nvcc found; installing the CUDA 13 compiler wheels into $venv"
+      echo "cuda_compile: installing the CUDA 13 compiler wheels into $venv (no nvcc, or DLRMX_CUDA_FROM_PIP=1)"
       python3 -m venv "$venv"
     fi
     "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
@@ -33,10 +34,10 @@ if [ -z "$NVCC" ]; then
       'nvidia-nvvm==13.*' 'nvidia-cuda-cccl==13.*'
     root=$("$venv/bin/python" -c 'import nvidia, os; print(os.path.join(nvidia.__path__[0], "cu13"))')
     NVCC=$root/bin/nvcc
-    # The wheels put the runtime's and CCCL's headers in one include tree; the static runtime is
-    # there only if the runtime wheel ships it, so the link uses the shared one it does ship.
+    # The wheels put the runtime's and CCCL's headers in one include tree, and the runtime wheel
+    # ships libcudart_static.a (no unversioned libcudart.so for -cudart shared).
     INCLUDES=(-I"$root/include" -I"$root/include/cccl")
-    LINK_RUNTIME=(-cudart shared -L"$root/lib")
+    LINK_RUNTIME=(-cudart static -L"$root/lib")
     export PATH="$root/bin:$PATH"
   fi
 fi

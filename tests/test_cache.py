@@ -99,10 +99,16 @@ def _pair(opt_name, rows, hot_device="cpu"):
 
 
 @pytest.mark.parametrize("opt_name", ["sgd", "split_sgd", "rowwise_adagrad", "adagrad"])
-def test_training_through_the_cache_is_bit_equal(opt_name):
+@pytest.mark.parametrize("staged", [False, True])
+def test_training_through_the_cache_is_bit_equal(opt_name, staged):
+    """staged: the syncs go through host staging buffers, as a GPU replica's do."""
     rng = np.random.default_rng(1)
     rows = _hot_rows(rng, SIZES)
     plain, cached = _pair(opt_name, rows)
+    if staged:
+        cached._staging = {id(r): torch.full_like(r, float("nan")) if r.is_floating_point()
+                           else torch.full_like(r, -7) for r in (*cached._replica,
+                                                                 *cached._replica_state)}
     kinds = "hhcchhhchcch"
     for step, kind in enumerate(kinds):
         b = 31 + step  # batch sizes that are not round

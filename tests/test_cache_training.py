@@ -87,7 +87,8 @@ def test_report_and_plot_in_the_run_dir(tmp_path):
     (dict(hot_cache_budget="lots"), "--hot-cache-budget must be a positive number"),
     (dict(profile_fraction=0.0), "--profile-fraction must be in \\(0, 1\\]"),
     (dict(profile_fraction=1.5), "--profile-fraction must be in \\(0, 1\\]"),
-    (dict(hot_device="cuda"), "CUDA kernels"),
+    (dict(hot_device="cuda"), "add --device cuda"),
+    (dict(device="cuda", hot_device="cpu"), "--hot-device cuda, FAE's hybrid mode. or nowhere"),
     (dict(data_generation="random", arch_embedding_size="-".join(["50"] * 4),
           num_indices_per_lookup=3), "fixed-size bags"),
 ])

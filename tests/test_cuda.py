@@ -453,3 +453,91 @@ def test_gather_scatter_rows():
          wide[idx[:2]])
     with pytest.raises(IndexError, match=r"gather rows: rows\[1\] = 100 is outside the table's rows \[0, 100\)"):
         dcuda.gather_rows(src, torch.tensor([1, 100], device=DEV), out)
+
+
+# ---- the modules, the dense optimizers and the trainer on CUDA -----------------------------------
+
+@gpu
+@pytest.mark.parametrize("optimizer", ["sgd", "split_sgd", "rowwise_adagrad"])
+def test_embedding_bag_collection_trains_like_cpu(optimizer):
+    """dlrmx.nn on device='cuda' (ops.embedding_bags dispatching to the CUDA kernels)."""
+    import dlrmx.nn as dnn
+
+    tables = [(50, 16), (1, 5), (300, 64)]
+    init = [torch.randn(r, d) for r, d in tables]
+    w, ids, off, _ = make_batch(seed=7)
+    go = torch.randn(17, 85)
+    out = {}
+    for dev in ("cpu", DEV):
+        ebc = dnn.EmbeddingBagCollection(tables, "sum", device=dev, init_weights=init,
+                                         optimizer=dnn.make_sparse_optimizer(optimizer, lr=0.1))
+        y = ebc(ids.to(dev), offsets=off.to(dev))
+        y.backward(go.to(dev))
+        out[str(dev)] = (y.detach().cpu(), [t.cpu() for t in ebc.fp32_weights()])
+    (y_cpu, w_cpu), (y_gpu, w_gpu) = out["cpu"], out[str(DEV)]
+    close(y_gpu, y_cpu)
+    for a, b in zip(w_gpu, w_cpu):
+        close(a, b)
+
+
+@gpu
+def test_dense_optimizer_steps_on_cuda_equal_cpu():
+    from dlrmx.nn.sparse_optim import combine_fp32
+    from dlrmx.optim import Lamb, SplitSGD
+
+    for cls in (Lamb, SplitSGD):
+        models = [torch.nn.Linear(37, 13).to(d) for d in ("cpu", DEV)]
+        models[1].load_state_dict(models[0].state_dict())
+        opts = [cls(m.parameters(), lr=0.05) for m in models]
+        for step in range(3):
+            x = torch.randn(8, 37)
+            for m, o, d in zip(models, opts, ("cpu", DEV)):
+                o.zero_grad()
+                m(x.to(d).to(m.weight.dtype)).float().sum().backward()
+                o.step()
+        for p, q in zip(models[0].parameters(), models[1].parameters()):
+            if cls is SplitSGD:  # the exact fp32 weights
+                p = combine_fp32(p, opts[0].state[p]["trail"])
+                q = combine_fp32(q, opts[1].state[q]["trail"])
+            close(q.detach(), p.detach(), rtol=1e-4, atol=1e-5)
+
+
+def _train(tmp_path, name, on_step=None, **kw):
+    from dlrmx.train import TrainConfig, run
+
+    cfg = TrainConfig(run_dir=str(tmp_path / name), progress=False, plots=False, threads=2,
+                      arch_sparse_feature_size=8, arch_mlp_bot="13-16-8", arch_mlp_top="16-1",
+                      mini_batch_size=128, learning_rate=0.3, synthetic_scale=0.0005,
+                      eval_samples=4096, num_batches=24, test_freq=12, gemm_library="mkl",
+                      precision="fp32", **kw)
+    return run(cfg, on_step=on_step)
+
+
+@gpu
+@pytest.mark.parametrize("optimizer", ["sgd", "lamb", "rowwise_adagrad"])
+def test_trainer_on_cuda_matches_the_cpu_run(tmp_path, optimizer):
+    cpu = _train(tmp_path, "cpu", optimizer=optimizer)
+    gpu_run = _train(tmp_path, "cuda", optimizer=optimizer, device="cuda")
+    assert gpu_run.final["test"]["auc"] == pytest.approx(cpu.final["test"]["auc"], abs=2e-3)
+    assert gpu_run.final["test"]["loss"] == pytest.approx(cpu.final["test"]["loss"], rel=1e-3)
+
+
+@gpu
+def test_hybrid_mode_equals_host_tables_alone_and_resumes(tmp_path):
+    """FAE's hybrid mode: hot rows on the GPU against the same schedule with every lookup on the
+    host (--hot-device none); and a checkpointed hybrid run resumes."""
+    kw = dict(device="cuda", hot_cache_budget="96K", hot_window_batches=8, profile_fraction=0.25,
+              checkpoint_freq=7)
+    host = _train(tmp_path, "none", hot_device="none", **kw)
+    hybrid = _train(tmp_path, "cuda", hot_device="cuda", **kw)
+    assert hybrid.cache["hot_batches"] > 3 and hybrid.cache["flushes"] > 0, hybrid.cache
+    assert host.cache["hot_batches"] == 0
+    assert hybrid.final["test"]["auc"] == pytest.approx(host.final["test"]["auc"], abs=1e-4)
+
+    def interrupt(step):
+        if step == 10:  # after the checkpoint at 7, mid-window
+            raise KeyboardInterrupt
+    assert _train(tmp_path, "part", interrupt, hot_device="cuda", **kw).stopped == "interrupted"
+    resumed = _train(tmp_path, "part", hot_device="cuda", resume=True, **kw)
+    assert resumed.steps == hybrid.steps
+    assert resumed.final["test"]["auc"] == pytest.approx(hybrid.final["test"]["auc"], abs=1e-6)

@@ -120,6 +120,19 @@ void check_rows(const int64_t* idx, int64_t n, int64_t rows, const char* what,
               " is outside the table's rows [0, ", rows, ")");
 }
 
+// Gather (out[i] = src[idx[i]]) or scatter (dst[idx[i]] = src[i]) of n rows, after checking
+// every index against the indexed tensor's rows.
+template <bool kGather>
+void checked_copy(const void* src, int64_t row_bytes, const int64_t* idx, int64_t n, void* dst,
+                  int64_t indexed_rows, void* stream_ptr) {
+  const char* what = kGather ? "gather rows" : "scatter rows";
+  CHECK_VALUE(row_bytes >= 1 && n >= 0, what, ": bad sizes");
+  if (n == 0) return;
+  const cudaStream_t stream = as_stream(stream_ptr);
+  check_rows(idx, n, indexed_rows, what, stream);
+  copy_rows<kGather>(src, row_bytes, idx, n, dst, stream);
+}
+
 }  // namespace
 }  // namespace dlrmx::cuda
 
@@ -210,24 +223,14 @@ int dlrmx_cuda_gather_rows(const void* src, int64_t src_rows, int64_t row_bytes,
                            const int64_t* idx, int64_t n, void* dst, void* stream_ptr,
                            dlrmx_status* status) {
   return guarded(status, [&] {
-    using namespace dlrmx::cuda;
-    CHECK_VALUE(row_bytes >= 1 && n >= 0, "gather rows: bad sizes");
-    if (n == 0) return;
-    const cudaStream_t stream = as_stream(stream_ptr);
-    check_rows(idx, n, src_rows, "gather rows", stream);
-    copy_rows<true>(src, row_bytes, idx, n, dst, stream);
+    dlrmx::cuda::checked_copy<true>(src, row_bytes, idx, n, dst, src_rows, stream_ptr);
   });
 }
 
 int dlrmx_cuda_scatter_rows(const void* src, int64_t n, int64_t row_bytes, const int64_t* idx,
                             void* dst, int64_t dst_rows, void* stream_ptr, dlrmx_status* status) {
   return guarded(status, [&] {
-    using namespace dlrmx::cuda;
-    CHECK_VALUE(row_bytes >= 1 && n >= 0, "scatter rows: bad sizes");
-    if (n == 0) return;
-    const cudaStream_t stream = as_stream(stream_ptr);
-    check_rows(idx, n, dst_rows, "scatter rows", stream);
-    copy_rows<false>(src, row_bytes, idx, n, dst, stream);
+    dlrmx::cuda::checked_copy<false>(src, row_bytes, idx, n, dst, dst_rows, stream_ptr);
   });
 }
 

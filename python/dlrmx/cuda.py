@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from dlrmx import native, native_ops, ops  # noqa: F401 (ops defines dlrmx::embedding_bags*)
+from dlrmx.optim import steps
 
 LIBRARY = "libdlrmx_cuda.so"
 ABI_VERSION = 1  # kernels/cuda/dlrmx_cuda.h DLRMX_CUDA_ABI_VERSION
@@ -386,34 +387,12 @@ def embedding_bags_impl(anchor, weights, ids, offsets, psw, padding_idx, pooling
 
 def fused_update_impl(grad_out, weights, ids, offsets, psw, padding_idx, pooling, batch_size,
                       argmax, optimizer, hyper, skip_nonfinite, state, skipped) -> None:
-    """dlrmx::embedding_bags_update on CUDA: ops._fused_update_cpu's rules (skip a non-finite
-    output gradient, counted with a warning; lr and eps from `hyper` now)."""
-    if skip_nonfinite and not bool(torch.isfinite(grad_out).all()):
-        skipped += 1
-        warnings.warn(f"{optimizer}: non-finite gradient, embedding update skipped "
-                      f"({int(skipped)} skipped so far)", RuntimeWarning, stacklevel=2)
+    """dlrmx::embedding_bags_update on CUDA: ops._fused_update_cpu's rules."""
+    if ops.skip_nonfinite(grad_out, optimizer, skip_nonfinite, skipped):
         return
     lr, eps = hyper.tolist()
     embedding_bag_update_impl(grad_out, weights, ids, offsets, psw, padding_idx, pooling,
                               batch_size, argmax, optimizer, lr, eps, state)
-
-
-def psw_grad_impl(grad_out, weights, ids, offsets, padding_idx, batch_size):
-    """d(loss)/d(per_sample_weights): ops._psw_grad_cpu in device-agnostic torch ops."""
-    dev = grad_out.device
-    offsets = offsets.long()
-    bag = torch.repeat_interleave(torch.arange(offsets.numel() - 1, device=dev), offsets.diff())
-    grad = torch.zeros(ids.numel(), dtype=torch.float32, device=dev)
-    bounds = offsets[::batch_size].tolist() if batch_size > 0 else [0] * (len(weights) + 1)
-    col = 0
-    for t, w in enumerate(weights):
-        lo, hi = int(bounds[t]), int(bounds[t + 1])
-        table_ids = ids[lo:hi].long()
-        out_rows = grad_out[bag[lo:hi] - t * batch_size, col: col + w.shape[1]]
-        g = (w[table_ids].float() * out_rows).sum(1)
-        grad[lo:hi] = torch.where(table_ids == padding_idx[t], 0.0, g)
-        col += w.shape[1]
-    return grad
 
 
 def _interaction_inputs(dense, emb):
@@ -422,29 +401,7 @@ def _interaction_inputs(dense, emb):
         raise TypeError(f"{op}: dense must be a CUDA tensor")
     _dense_cuda(dense, op, "dense", dense.device)
     _dense_cuda(emb, op, "emb", dense.device)
-    return _interaction_sizes(dense, emb)
-
-
-def _interaction_sizes(dense, emb):
-    """native_ops._interaction_inputs' shape and dtype checks (without its CPU check)."""
-    if dense.dtype is not emb.dtype or dense.dtype not in (torch.float32, torch.bfloat16):
-        raise TypeError(f"dot_interaction: dense and emb must both be float32 or both bfloat16, "
-                        f"got {dense.dtype} and {emb.dtype}")
-    if dense.ndim != 2 or emb.ndim != 2 or dense.shape[0] != emb.shape[0]:
-        raise ValueError(f"dot_interaction: expected dense [B, D] and emb [B, T*D], got "
-                         f"{list(dense.shape)} and {list(emb.shape)}")
-    B, D = dense.shape
-    if D == 0 or emb.shape[1] % D:
-        raise ValueError(f"dot_interaction: emb width {emb.shape[1]} is not a multiple of the dense "
-                         f"width {D} (every embedding dim must equal the bottom MLP's output size)")
-    T = emb.shape[1] // D
-    f = T + 1
-    width = D + f * T // 2
-    for what, size in (("the pair count", f * T), ("the output width", width),
-                       ("the output size (B * width)", B * width)):
-        if size >= 2**63:
-            raise ValueError(f"dot_interaction: {what} ({size}) overflows int64")
-    return B, T, D, width
+    return native_ops.interaction_sizes(dense, emb)
 
 
 def dot_interaction_impl(dense, emb) -> torch.Tensor:
@@ -484,9 +441,11 @@ IMPLS = {
     "embedding_bag_update": embedding_bag_update_impl,
     "embedding_bags": embedding_bags_impl,
     "embedding_bags_update": fused_update_impl,
-    "embedding_bags_psw_grad": psw_grad_impl,
+    "embedding_bags_psw_grad": ops.psw_grad,
     "dot_interaction": dot_interaction_impl,
     "dot_interaction_backward": dot_interaction_backward_impl,
+    "lamb_step": steps.lamb_step,  # the dense optimizers in torch's multi-tensor ops
+    "split_sgd_step": steps.split_sgd_step,
 }
 
 _IMPL_LIB = None

@@ -8,7 +8,7 @@ import os
 def info() -> dict:
     import torch
 
-    from dlrmx import __version__, native, ops
+    from dlrmx import __version__, cuda, native, ops
 
     isa = ops.isa_info()
     return {
@@ -23,7 +23,8 @@ def info() -> dict:
         "isa_active": isa["active"],
         "isa_forced": os.environ.get("DLRMX_CPU_ISA") or None,
         "threads": torch.get_num_threads(),
-        "cuda_kernels_built": native.CUDA_BUILT,
+        "cuda_kernels": "loaded" if cuda.lib is not None else cuda.load_error,
+        "cuda_available": cuda.available(),  # loaded, and torch sees a GPU
     }
 
 

@@ -113,5 +113,3 @@ def advise_huge_pages(t: torch.Tensor) -> bool:
         raise TypeError("advise_huge_pages needs a contiguous CPU tensor")
     return bool(lib.dlrmx_advise_huge_pages(t.data_ptr(), t.numel() * t.element_size()))
 
-
-CUDA_BUILT = False

@@ -349,6 +349,12 @@ def _interaction_inputs(dense, emb):
     op = "dot_interaction"
     _dense_cpu(dense, op, "dense")
     _dense_cpu(emb, op, "emb")
+    return interaction_sizes(dense, emb)
+
+
+def interaction_sizes(dense, emb):
+    """(B, T, D, output width) of a dot interaction, after its dtype and shape checks (the
+    device's own checks come first: here and in dlrmx.cuda)."""
     if dense.dtype is not emb.dtype or dense.dtype not in (torch.float32, torch.bfloat16):
         raise TypeError(f"dot_interaction: dense and emb must both be float32 or both bfloat16, "
                         f"got {dense.dtype} and {emb.dtype}")
@@ -458,7 +464,10 @@ for _op, _fn in vars(EAGER).items():
     _LIB.impl(_op, _fn, "CPU")
 
 
-def kernels():
-    """The ops to call: the implementations directly in eager mode (one dispatcher round trip
-    less), the registered ops while torch.compile or export traces (so they reach the graph)."""
-    return torch.ops.dlrmx if torch.compiler.is_compiling() else EAGER
+def kernels(device: torch.device | None = None):
+    """The ops to call: the CPU implementations directly in eager mode (one dispatcher round
+    trip less); the registered ops while torch.compile or export traces (so they reach the
+    graph) and for tensors on another `device` (the dispatcher finds its kernel: dlrmx.cuda)."""
+    if torch.compiler.is_compiling() or (device is not None and device.type != "cpu"):
+        return torch.ops.dlrmx
+    return EAGER

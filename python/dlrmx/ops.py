@@ -122,15 +122,12 @@ def _fused_update_fake(*args) -> None:
 
 
 def _fused_update_cpu(grad_out, weights, ids, offsets, psw, padding_idx, pooling, batch_size,
-                      argmax, optimizer, hyper, skip_nonfinite, state, skipped,
+                      argmax, optimizer, hyper, skip, state, skipped,
                       batch: native_ops.Batch | None = None) -> None:
     """Skip a batch with a non-finite output gradient (counted, with a warning), or run the
     native update with the lr and eps `hyper` holds now (it checks them before any row
     changes). `batch`: the forward's description of this batch, when it still holds."""
-    if skip_nonfinite and not bool(torch.isfinite(grad_out).all()):
-        skipped += 1
-        warnings.warn(f"{optimizer}: non-finite gradient, embedding update skipped "
-                      f"({int(skipped)} skipped so far)", RuntimeWarning, stacklevel=2)
+    if skip_nonfinite(grad_out, optimizer, skip, skipped):
         return
     lr, eps = hyper.tolist()
     if batch is None or not batch.still_describes(weights):
@@ -138,19 +135,34 @@ def _fused_update_cpu(grad_out, weights, ids, offsets, psw, padding_idx, pooling
     batch.update(grad_out, argmax, optimizer, lr, eps, state)
 
 
+def skip_nonfinite(grad_out: torch.Tensor, optimizer: str, enabled: bool,
+                   skipped: torch.Tensor) -> bool:
+    """skip_nonfinite's rule (every device): True, counted in `skipped` with a warning, when
+    the output gradient holds a NaN or Inf and skipping is enabled."""
+    if not enabled or bool(torch.isfinite(grad_out).all()):
+        return False
+    skipped += 1
+    warnings.warn(f"{optimizer}: non-finite gradient, embedding update skipped "
+                  f"({int(skipped)} skipped so far)", RuntimeWarning, stacklevel=3)
+    return True
+
+
 @torch.library.register_fake("dlrmx::embedding_bags_psw_grad")
 def _psw_grad_fake(grad_out, weights, ids, *args):
     return grad_out.new_empty((ids.shape[0],), dtype=torch.float32)
 
 
-def _psw_grad_cpu(grad_out, weights, ids, offsets, padding_idx, batch_size):
-    """The dot of each looked-up row with its bag's output gradient (0 for padding ids)."""
+def psw_grad(grad_out, weights, ids, offsets, padding_idx, batch_size):
+    """The dot of each looked-up row with its bag's output gradient (0 for padding ids), in
+    torch ops on the tensors' device (the CPU and the CUDA kernel of the op)."""
+    dev = grad_out.device
     offsets = offsets.long()
-    bag = torch.repeat_interleave(torch.arange(offsets.numel() - 1), offsets.diff())
-    grad = torch.zeros(ids.numel(), dtype=torch.float32)
+    bag = torch.repeat_interleave(torch.arange(offsets.numel() - 1, device=dev), offsets.diff())
+    grad = torch.zeros(ids.numel(), dtype=torch.float32, device=dev)
+    bounds = offsets[::batch_size].tolist() if batch_size > 0 else [0] * (len(weights) + 1)
     col = 0
     for t, w in enumerate(weights):
-        lo, hi = int(offsets[t * batch_size]), int(offsets[(t + 1) * batch_size])
+        lo, hi = bounds[t], bounds[t + 1]
         table_ids = ids[lo:hi].long()
         out_rows = grad_out[bag[lo:hi] - t * batch_size, col : col + w.shape[1]]
         g = (w[table_ids].float() * out_rows).sum(1)
@@ -225,7 +237,7 @@ def _autograd_kernel(anchor, weights, ids, offsets, psw, *spec):
 
 _LIB.impl("embedding_bags", _embedding_bags_cpu, "CPU")
 _LIB.impl("embedding_bags_update", _fused_update_cpu, "CPU")
-_LIB.impl("embedding_bags_psw_grad", _psw_grad_cpu, "CPU")
+_LIB.impl("embedding_bags_psw_grad", psw_grad, "CPU")
 _LIB.impl("embedding_bags", _autograd_kernel, "Autograd")
 
 _NO_ANCHOR = torch.empty(0)
@@ -257,8 +269,9 @@ def embedding_bags(
     for name, t in (("ids", ids), ("offsets", offsets)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-        if t.device.type != "cpu":
-            raise TypeError(f"{name} must be on the CPU, got {t.device} (CUDA kernels not built)")
+    eager = ids.device.type == "cpu"  # else the dispatcher finds the device's kernels
+    if not eager:
+        _check_device(ids, offsets)
     _check_batch_size(batch_size)
     pad = [-1] * len(weights) if padding_idx is None else [(-1 if p is None else p) for p in padding_idx]
     spec = (pad, POOLING[pooling], batch_size, sparse, *_fused_args(optimizer))
@@ -267,7 +280,18 @@ def embedding_bags(
     if torch.compiler.is_compiling():  # Dynamo / export: one opaque op in the graph
         return torch.ops.dlrmx.embedding_bags(anchor, list(weights), ids, offsets,
                                               per_sample_weights, *spec)
-    return _EmbeddingBags.apply(anchor, ids, offsets, per_sample_weights, (*spec, True), *weights)
+    return _EmbeddingBags.apply(anchor, ids, offsets, per_sample_weights, (*spec, eager), *weights)
+
+
+def _check_device(ids: torch.Tensor, offsets: torch.Tensor) -> None:
+    """Ids off the CPU: CUDA ids with dlrmx's CUDA kernels loaded, offsets beside them."""
+    if ids.device.type != "cuda":
+        raise TypeError(f"ids must be on the CPU or a CUDA device, got {ids.device}")
+    if not cuda.available():
+        raise RuntimeError(f"ids are on {ids.device}, but dlrmx's CUDA kernels are not "
+                           f"available: {cuda.load_error or 'torch sees no GPU'}")
+    if offsets.device != ids.device:
+        raise TypeError(f"offsets must be on the ids' device {ids.device}, got {offsets.device}")
 
 
 torch.fx.wrap("embedding_bags")  # a leaf call under torch.fx.symbolic_trace
@@ -318,3 +342,6 @@ def isa_info() -> dict:
 def set_isa(name: str) -> None:
     """Force an ISA level for this process (same as DLRMX_CPU_ISA before the first kernel call)."""
     native.set_isa(name)
+
+
+from dlrmx import cuda  # noqa: E402 (registers the CUDA kernels of the ops defined above)

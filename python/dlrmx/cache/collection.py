@@ -11,6 +11,12 @@ into the replica ("refresh"); evaluation, `state_dict()` and `fp32_weights()` fl
 The fused kernels update each row from its own lookups in batch order, whatever the row's number,
 so the cache changes no bit of the result (tests/test_cache.py). Per-sample weights, padding_idx
 and TorchRec configs are not supported with a cache.
+
+FAE's hybrid mode (`hot_device="cuda"`): the master stays in host memory and the replica lives on
+the GPU. A hot batch's ids are remapped on the host and only the slots go to the GPU, where the
+lookup and the fused update run; a cold batch is looked up and updated on the host, its pooled
+rows copied to `output_device` (the MLPs' GPU) and their gradient back. Syncs copy the hot rows
+between the tiers through a pinned host buffer.
 """
 
 from __future__ import annotations
@@ -30,19 +36,29 @@ HOT_DEVICES = ("cpu", "cuda", "none")
 
 
 class CachedEmbeddingBagCollection(EmbeddingBagCollection):
-    """`EmbeddingBagCollection(tables, mode, optimizer=...)` plus `hot_rows` (per table, the row
-    ids to keep in the fast tier) on `hot_device`: "cpu" (a separate compact buffer) or "none"
-    (no replica: every batch reads the master, for measuring a hot/cold schedule alone)."""
+    """`EmbeddingBagCollection(tables, mode, optimizer=...)` (in host memory) plus `hot_rows`
+    (per table, the row ids to keep in the fast tier) on `hot_device`: "cpu" (a separate compact
+    buffer), "cuda" (the replica on the GPU: FAE's hybrid mode) or "none" (no replica: every batch
+    reads the master, for measuring a hot/cold schedule alone). `output_device`: where the pooled
+    rows go (the MLPs' device; default: the replica's)."""
 
     def __init__(self, tables: Sequence[Any], mode: str = "sum", *,
                  optimizer: SparseOptimizer | None, hot_rows: Sequence[np.ndarray],
-                 hot_device: str = "cpu", **kwargs) -> None:
+                 hot_device: str = "cpu", output_device: torch.device | str | None = None,
+                 **kwargs) -> None:
         super().__init__(tables, mode, optimizer=optimizer, **kwargs)
         if hot_device not in HOT_DEVICES:
             raise ValueError(f"--hot-device must be one of {HOT_DEVICES}, got {hot_device!r}")
+        out = None if output_device is None else torch.device(output_device)
+        tier = torch.device("cpu")
         if hot_device == "cuda":
-            raise ValueError("--hot-device cuda needs dlrmx's CUDA kernels, which this build does "
-                             "not have; use --hot-device cpu")
+            from dlrmx import cuda
+
+            if not cuda.available():
+                raise ValueError(f"--hot-device cuda needs dlrmx's CUDA kernels and a GPU "
+                                 f"({cuda.load_error or 'torch sees no GPU'}); use --hot-device cpu")
+            tier = out if out is not None and out.type == "cuda" else torch.device("cuda")
+        self.output_device = out or tier
         if optimizer is None:
             raise ValueError("a hot-row cache needs a fused sparse optimizer (optimizer=...): "
                              "with plain gradients there is nothing to keep in sync")
@@ -57,10 +73,14 @@ class CachedEmbeddingBagCollection(EmbeddingBagCollection):
             state = self.optimizer_state()
             for t, w in enumerate(self.weights):
                 n = max(1, self.hot.hot_counts[t])  # an empty tier table keeps one unused row
-                self._replica.append(torch.zeros((n, *w.shape[1:]), dtype=w.dtype))
+                self._replica.append(torch.zeros((n, *w.shape[1:]), dtype=w.dtype, device=tier))
                 if state:
                     self._replica_state.append(torch.zeros((n, *state[t].shape[1:]),
-                                                           dtype=state[t].dtype))
+                                                           dtype=state[t].dtype, device=tier))
+        # Another device's replica syncs through pinned host copies of its tensors.
+        self._staging = ({} if tier.type == "cpu" else
+                         {id(r): torch.empty(r.shape, dtype=r.dtype, pin_memory=True)
+                          for r in (*self._replica, *self._replica_state)})
         # Which copy of the hot rows is current: "master", "replica", or "both".
         self._current = "master"
         self.stats = {"hot_batches": 0, "cold_batches": 0, "flushes": 0, "refreshes": 0,
@@ -84,7 +104,7 @@ class CachedEmbeddingBagCollection(EmbeddingBagCollection):
     def flush(self) -> None:
         """Write the replica's rows back into the master (after hot batches)."""
         if self._current == "replica":
-            self._sync(lambda m, r, rows: scatter_rows(r, rows, m))
+            self._sync(self._scatter)
             self.stats["flushes"] += 1
         if self._current != "master":
             self._current = "both"
@@ -92,9 +112,20 @@ class CachedEmbeddingBagCollection(EmbeddingBagCollection):
     def refresh(self) -> None:
         """Copy the master's hot rows into the replica (before hot batches, after cold ones)."""
         if self._current == "master" and self._replica:
-            self._sync(lambda m, r, rows: gather_rows(m, rows, r))
+            self._sync(self._gather)
             self.stats["refreshes"] += 1
             self._current = "both"
+
+    def _gather(self, master: torch.Tensor, replica: torch.Tensor, rows: np.ndarray) -> None:
+        staging = self._staging.get(id(replica))
+        if staging is None:
+            gather_rows(master, rows, replica)
+        else:  # blocking copies: the staging buffer is reused by the next sync
+            replica.copy_(gather_rows(master, rows, staging))
+
+    def _scatter(self, master: torch.Tensor, replica: torch.Tensor, rows: np.ndarray) -> None:
+        staging = self._staging.get(id(replica))
+        scatter_rows(replica if staging is None else staging.copy_(replica), rows, master)
 
     def _sync(self, copy) -> None:
         t0 = time.perf_counter()
@@ -115,16 +146,17 @@ class CachedEmbeddingBagCollection(EmbeddingBagCollection):
                 self.refresh()
                 self._current = "replica"
                 self.stats["hot_batches"] += 1
+                dev = self._replica[0].device
                 return ops.embedding_bags(
-                    self._replica, slots, offsets, batch, pooling=self.mode,
+                    self._replica, slots.to(dev), offsets.to(dev), batch, pooling=self.mode,
                     optimizer=FusedUpdate(self.optimizer, self._replica_state),
-                    anchor=self._anchor)
+                    anchor=self._anchor).to(self.output_device)
         self.flush()
         if updates:
             self.stats["cold_batches"] += 1
             if self._replica:
                 self._current = "master"  # the backward updates the master's rows
-        return super()._pool(values, offsets, batch, per_sample_weights)
+        return super()._pool(values, offsets, batch, per_sample_weights).to(self.output_device)
 
     # ---- what the outside sees: the master, synced ---------------------------------------------
 

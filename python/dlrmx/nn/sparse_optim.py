@@ -148,7 +148,8 @@ def split_fp32(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 -> (bf16 upper halves, int16 lower halves), exact: combine_fp32 undoes it bit for bit.
     The upper half is the truncation (round toward zero) of the fp32 value."""
     bits = weight.detach().contiguous().view(torch.int32)
-    upper, trail = new_table(tuple(bits.shape), torch.int16), new_table(tuple(bits.shape), torch.int16)
+    upper, trail = (new_table(tuple(bits.shape), torch.int16, device=bits.device)
+                    for _ in range(2))
     upper.copy_(bits >> 16)
     trail.copy_(bits & 0xFFFF)
     return upper.view(torch.bfloat16), trail

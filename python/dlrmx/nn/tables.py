@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from dlrmx.nn.sparse_optim import SparseOptimizer
 
 _HUGE_PAGES_FROM = 1 << 22  # bytes; smaller tensors stay in the TLB anyway
-DEVICES = ("cpu", "meta")  # meta: shapes only, materialized later with .to_empty(device="cpu")
+DEVICES = ("cpu", "cuda", "meta")  # meta: shapes only, materialized later with .to_empty(...)
 
 
 def new_table(shape: tuple[int, ...], dtype: torch.dtype = torch.float32, fill: float | None = None,
@@ -31,11 +31,19 @@ def new_table(shape: tuple[int, ...], dtype: torch.dtype = torch.float32, fill: 
 
 
 def table_device(device, who: str) -> torch.device:
-    """The device argument of a module's constructor: None (the CPU), 'cpu' or 'meta'."""
+    """The device argument of a module's constructor: None (the CPU), 'cpu', 'meta', or a CUDA
+    device where dlrmx's CUDA kernels are available."""
     dev = torch.device("cpu" if device is None else device)
     if dev.type not in DEVICES:
         raise NotImplementedError(f"{who} does not support device={device!r}: its kernels run on "
-                                  f"the CPU; use 'cpu', or 'meta' to materialize later")
+                                  f"the CPU and CUDA; use 'cpu', 'cuda', or 'meta' to "
+                                  f"materialize later")
+    if dev.type == "cuda":
+        from dlrmx import cuda
+
+        if not cuda.available():
+            raise NotImplementedError(f"{who}: device={device!r} needs dlrmx's CUDA kernels and a "
+                                      f"GPU: {cuda.load_error or 'torch sees no GPU'}")
     return dev
 
 

@@ -54,7 +54,7 @@ class Lamb(FusedOptimizer):
         # Parameters of one group always step together, so they share one step count.
         step = int(self.state[params[0]]["step"])
         b1, b2 = group["betas"]
-        native_ops.kernels().lamb_step(
+        native_ops.kernels(params[0].device).lamb_step(
             params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params],
             [self.state[p]["exp_avg_sq"] for p in params], float(group["lr"]), b1, b2,
             group["eps"], group["weight_decay"], group["max_weight_norm"],

@@ -38,7 +38,7 @@ class SplitSGD(FusedOptimizer):
                     upper, trail = split_fp32(p.data)
                     p.data = upper
                 elif p.dtype == torch.bfloat16:
-                    trail = torch.zeros(p.shape, dtype=torch.int16)
+                    trail = torch.zeros(p.shape, dtype=torch.int16, device=p.device)
                 else:
                     raise TypeError(f"SplitSGD: parameters must be float32 or bfloat16, got {p.dtype}")
                 self.state[p]["trail"] = trail
@@ -56,11 +56,11 @@ class SplitSGD(FusedOptimizer):
             if trail.dtype != torch.int16 or trail.shape != p.shape:
                 raise ValueError(f"SplitSGD.load_state_dict: trail {k} must be int16 of shape "
                                  f"{tuple(p.shape)}, got {trail.dtype} {tuple(trail.shape)}")
-            self.state[p]["trail"] = trail.clone()
+            self.state[p]["trail"] = trail.to(p.device, copy=True)
 
     hyper = ("lr", "weight_decay")
 
     def _update(self, group: dict, params: list[torch.Tensor]) -> None:
-        native_ops.kernels().split_sgd_step(
+        native_ops.kernels(params[0].device).split_sgd_step(
             params, [self.state[p]["trail"] for p in params], [p.grad for p in params],
             float(group["lr"]), group["weight_decay"])

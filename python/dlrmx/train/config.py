@@ -126,13 +126,18 @@ class TrainConfig:
     gemm_library: str = _f("auto", "library of the MLP and DCN GEMMs (forward and input "
                            "gradient): auto (raced per shape at start-up), onednn, or mkl "
                            "(torch's default: MKL for fp32)", ("auto", "onednn", "mkl"))
+    device: str = _f("cpu", "where the model trains: cpu, or cuda (dlrmx's CUDA kernels on one "
+                     "GPU, the whole model there; with --hot-cache-budget the tables stay in host "
+                     "memory and only their hot rows and the MLPs go to the GPU: FAE's hybrid "
+                     "mode). Untested on a GPU so far", ("cpu", "cuda"))
     hot_cache_budget: str = _f("", "bytes of fast memory for hot embedding rows and their "
                                "optimizer state (e.g. 64M, 1.5G; empty: no cache): the most looked-"
                                "up rows within it are replicated there and training batches are "
                                "scheduled hot or cold (dlrmx.cache; report in RUN_DIR/hotset.json)")
-    hot_device: str = _f("cpu", "where the hot rows live: cpu (a compact replica), none (no "
-                         "replica: only the hot/cold schedule), cuda (needs dlrmx's CUDA kernels)",
-                         ("cpu", "cuda", "none"))
+    hot_device: str = _f("auto", "where the hot rows live: cpu (a compact replica), cuda (on "
+                         "the GPU, with --device cuda), none (no replica: every lookup reads the "
+                         "tables, with the hot/cold schedule alone); auto: --device's",
+                         ("auto", "cpu", "cuda", "none"))
     hot_schedule: str = _f("fae", "order of hot and cold batches: fae (each window's cold batches, "
                            "then its hot ones), interleaved (runs of --hot-switch-batches of each "
                            "kind in turn)", ("fae", "interleaved"))
@@ -183,6 +188,11 @@ class TrainConfig:
     @property
     def eval_batch_size(self) -> int:
         return self.test_mini_batch_size if self.test_mini_batch_size > 0 else 8 * self.mini_batch_size
+
+    @property
+    def hot_tier(self) -> str:
+        """--hot-device with auto resolved (--device's)."""
+        return self.device if self.hot_device == "auto" else self.hot_device
 
     @property
     def hot_budget_bytes(self) -> int:
@@ -243,6 +253,13 @@ class TrainConfig:
                     and (self.num_indices_per_lookup > 1 or not self.num_indices_per_lookup_fixed)):
                 raise ValueError("--hot-cache-budget needs fixed-size bags: with --data-generation "
                                  "random give --num-indices-per-lookup 1 (or --multi-hot-sizes)")
+        if self.hot_tier == "cuda" and self.device != "cuda":
+            raise ValueError("--hot-device cuda puts the hot rows on the GPU beside the MLPs: "
+                             "add --device cuda")
+        if self.device == "cuda" and self.hot_cache_budget and self.hot_tier == "cpu":
+            raise ValueError("--device cuda with --hot-cache-budget keeps the tables in host "
+                             "memory: put the hot rows on the GPU (--hot-device cuda, FAE's hybrid "
+                             "mode) or nowhere (--hot-device none)")
         if self.inference_only and not (self.load_model or self.resume):
             raise ValueError("--inference-only needs --load-model FILE (or --resume)")
         return self

@@ -52,7 +52,7 @@ def hot_rows(cfg: TrainConfig, source: BatchSource, per_epoch: int, optimizer: s
         plot_curve(report["curve"], run_dir / "hotset.png")
     print(f"hot set: {sum(r.size for r in chosen.rows):,} rows in {chosen.bytes_used:,} of "
           f"{budget:,} bytes ({pop.source}): {chosen.total_coverage:.1%} of lookups, "
-          f"{frac:.1%} of samples all hot; on --hot-device {cfg.hot_device}, --hot-schedule "
+          f"{frac:.1%} of samples all hot; on --hot-device {cfg.hot_tier}, --hot-schedule "
           f"{cfg.hot_schedule} (report: {run_dir / 'hotset.json'})")
     return chosen.rows
 
@@ -80,7 +80,8 @@ def cached_collection(cfg: TrainConfig, rows: list[np.ndarray] | None):
     """The embedding collection class for the DLRM: cached when there are hot rows."""
     if rows is None:
         return None
-    return functools.partial(CachedEmbeddingBagCollection, hot_rows=rows, hot_device=cfg.hot_device)
+    return functools.partial(CachedEmbeddingBagCollection, hot_rows=rows, hot_device=cfg.hot_tier,
+                             output_device=cfg.device)
 
 
 def scheduled(cfg: TrainConfig, source: BatchSource, model, per_epoch: int) -> BatchSource:

@@ -32,6 +32,7 @@ from dlrmx.models.mlp import apply_plan, plan_gemms
 from dlrmx.optim import Lamb, SplitSGD, WarmupPolyDecay
 from dlrmx.optim._common import all_finite
 from dlrmx.train import checkpoint as ckpt
+from dlrmx.train import device as devices
 from dlrmx.train import hot, precision, presets
 from dlrmx.train.config import TrainConfig, parse_bytes
 from dlrmx.train.memory import available_bytes, check_fits, estimate_bytes
@@ -66,9 +67,10 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------ build
-def make_model(cfg: TrainConfig, sizes: list[int], make_embeddings=None
-               ) -> tuple[DLRM, torch.optim.Optimizer]:
-    """The model and its dense (MLP) optimizer; the tables train themselves in the backward.
+def make_model(cfg: TrainConfig, sizes: list[int], make_embeddings=None,
+               device: torch.device = torch.device("cpu")) -> tuple[DLRM, torch.optim.Optimizer]:
+    """The model (placed on `device` as --device says) and its dense (MLP) optimizer; the
+    tables train themselves in the backward.
 
     --precision bf16 with SGD MLPs is the native bf16 path (Kalamkar et al.): the MLP weights
     become bf16 with an int16 trail (dlrmx.optim.SplitSGD, exact fp32 master weights), the
@@ -82,6 +84,7 @@ def make_model(cfg: TrainConfig, sizes: list[int], make_embeddings=None
                  seed=cfg.numpy_rand_seed, dcn_num_layers=cfg.dcn_num_layers,
                  dcn_low_rank_dim=cfg.dcn_low_rank_dim,
                  make_embeddings=make_embeddings or dnn.EmbeddingBagCollection)
+    devices.place(cfg, model, device)
     params = model.dense_parameters()
     if opt in ("lamb", "hybrid"):
         dense: torch.optim.Optimizer = Lamb(params, lr=cfg.learning_rate)
@@ -147,14 +150,16 @@ def _loss(cfg: TrainConfig, logits: torch.Tensor, label: torch.Tensor, reduction
 def run_eval(cfg: TrainConfig, model: DLRM, source: BatchSource, split: str,
              ctx: distributed.Dist | None = None) -> dict[str, Any] | None:
     autocast = needs_autocast(cfg, model)
+    dev = model.dense_parameters()[0].device
     bs = cfg.eval_batch_size
     n = source.num_batches(split, bs)
     if n <= 0:
         return None
     logits, labels, probs = [], [], []
     for batch in Prefetcher(lambda i: source.get(split, i, bs), range(n), cfg.data_workers):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            logits.append(model(batch.dense, batch.values, batch.offsets).float().numpy())
+        x = devices.to_device(batch, cfg, dev)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+            logits.append(model(x.dense, x.values, x.offsets).float().cpu().numpy())
         labels.append(batch.label.numpy())
         if batch.prob is not None:
             probs.append(batch.prob.numpy())
@@ -246,6 +251,7 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
     torch.manual_seed(cfg.numpy_rand_seed)
     plan = loaded.get("gemms") if loaded is not None and cfg.gemm_library == "auto" else None
     source, model, dense_opt, chosen = build(cfg, state, out_dir, ctx, plan)
+    dev = model.dense_parameters()[0].device
     schedule = make_schedule(cfg, model, dense_opt)  # reads the base rates: before any state loads
     per_epoch = batches_per_epoch(cfg, source)
     total = per_epoch * cfg.nepochs
@@ -344,12 +350,13 @@ def _run(cfg: TrainConfig, ctx: distributed.Dist | None,
     try:
         with profiler:
             for batch in prefetch:
+                batch = devices.to_device(batch, cfg, dev)
                 if ctx:
                     ctx.mark(step)
                 if step % per_epoch == 0:
                     mlperf.start("epoch_start", epoch_num=step // per_epoch + 1)
                 lr = schedule.get_last_lr()[0]
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
                     logits = model(batch.dense, batch.values, batch.offsets)
                 loss = compute_loss(cfg, logits, batch.label,
                                     cfg.mini_batch_size if ctx else None)
@@ -437,6 +444,7 @@ def build(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path,
     """The data, the model and its dense optimizer, on this machine's fast path: --preset fitted
     to memory, --precision auto resolved and the GEMM libraries planned (a resumed run keeps
     the first run's, so it computes the same numbers); writes config.json and precision.json."""
+    dev = devices.target(cfg, ctx is not None)
     source = make_source(cfg, progress=cfg.progress and sys.stderr.isatty())
     if state is None and presets.fit(cfg, lambda c: _estimate(c, source)["total"], available_bytes()):
         source = make_source(cfg)  # the synthetic tables at the fitted scale
@@ -449,22 +457,24 @@ def build(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path,
         if cfg.hot_cache_budget:
             raise ValueError("--hot-cache-budget is not supported with several processes yet")
         make = sharded_collection(cfg, source.table_sizes, ctx, run_dir)
-        model, dense_opt = make_model(cfg, source.table_sizes, make)
+        model, dense_opt = make_model(cfg, source.table_sizes, make, dev)
         source = distributed.data.RankSlice(source, ctx)
     else:
         rows = hot.hot_rows(cfg, source, per_epoch, sparse_optimizer_name(cfg), state, run_dir)
-        model, dense_opt = make_model(cfg, source.table_sizes, hot.cached_collection(cfg, rows))
+        model, dense_opt = make_model(cfg, source.table_sizes, hot.cached_collection(cfg, rows),
+                                      dev)
         if rows is not None:
             source = hot.scheduled(cfg, source, model, per_epoch)
     if state is not None and "gemms" in state:
         chosen = {**chosen, **state.get("precision", {}), "gemms": apply_plan(model, state["gemms"])}
     elif saved_plan is not None:  # --load-model: the checkpoint's GEMMs, so it computes the same
         chosen["gemms"] = apply_plan(model, distributed.data.shared(ctx, saved_plan))
-    else:  # measured on each rank, rank 0's plan used by all
-        plan = distributed.data.shared(ctx, plan_gemms(model, cfg.mini_batch_size, cfg.gemm_library))
+    else:  # measured on each rank, rank 0's plan used by all (a GPU's GEMMs are torch's)
+        library = cfg.gemm_library if dev.type == "cpu" else "mkl"
+        plan = distributed.data.shared(ctx, plan_gemms(model, cfg.mini_batch_size, library))
         chosen["gemms"] = apply_plan(model, plan) if ctx else plan
     (run_dir / "precision.json").write_text(json.dumps(chosen, indent=1))
-    print(f"GEMMs: {_gemm_summary(chosen['gemms'], cfg.gemm_library)}")
+    print(f"GEMMs: {_gemm_summary(chosen['gemms'], cfg.gemm_library) if dev.type == 'cpu' else 'torch (cuBLAS) on ' + str(dev)}")
     return source, model, dense_opt, chosen
 
 
@@ -518,7 +528,11 @@ def _resolve_precision(cfg: TrainConfig, num_tables: int) -> dict[str, Any]:
                          cfg.arch_sparse_feature_size, num_tables, cfg.dcn_num_layers,
                          cfg.dcn_low_rank_dim)
     autocast = cfg.optimizer in ("lamb", "hybrid", "adagrad", "rowwise_adagrad")
-    rec = precision.resolve(cfg.precision, widths, cfg.mini_batch_size, autocast)
+    if cfg.device == "cuda" and cfg.precision == "auto":  # the CPU measurement says nothing here
+        rec = {"requested": "auto", "precision": "fp32",
+               "reason": "--device cuda: fp32 unless --precision bf16 is given"}
+    else:
+        rec = precision.resolve(cfg.precision, widths, cfg.mini_batch_size, autocast)
     cfg.precision = rec["precision"]
     print(f"precision: {rec['precision']} ({'auto: ' if rec['requested'] == 'auto' else ''}"
           f"{rec['reason']})")

@@ -38,7 +38,8 @@ FLAGS = [
     RefFlag("tensor_board_filename", _S, "run_kaggle_pt", "TensorBoard logs go to "
             "RUN_DIR/tensorboard with --tensorboard"),
     RefFlag("sync_dense_params", _B, True, "no effect (multi-GPU replication only)"),
-    RefFlag("use_gpu", _B, False, "dlrmx trains on the CPU"),
+    RefFlag("use_gpu", _B, False, "--device cuda where dlrmx's CUDA kernels and a GPU are "
+            "present, else the CPU (as the reference falls back)"),
     RefFlag("local_rank", _I, -1, "ranks come from the launcher's environment (torchrun, "
             "mpirun, TorchDistributor)"),
     RefFlag("data_trace_file", _S, "./input/dist_emb_j.log", "trace-based data is not "
@@ -106,6 +107,10 @@ def apply(values: dict[str, Any]) -> list[str]:
         if not f.supported and value not in (f.default, None) and str(value) != str(f.default):
             raise ValueError(f"{flag}={value}: not supported by dlrmx ({f.note})")
         notes.append(f"{flag}: {f.note}")
+        if name == "use_gpu" and value and "device" not in values:
+            from dlrmx import cuda
+
+            values["device"] = "cuda" if cuda.available() else "cpu"
     return notes
 
 
