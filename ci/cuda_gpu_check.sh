@@ -28,6 +28,7 @@ nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
 step torch "$py" -c 'import torch; assert torch.cuda.is_available(), "torch sees no GPU"; print("torch", torch.__version__, "CUDA", torch.version.cuda, torch.cuda.get_device_name())' || exit 1
 step compile bash ci/cuda_compile.sh
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+export CUDACXX=${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}  # for CMake
 rm -rf "$site"
 step build "$py" -m pip install -q --no-deps --no-build-isolation --no-index --target "$site" \
   -C cmake.define.DLRMX_CUDA=ON -C build-dir=build/cuda-check-build . || exit 1

@@ -324,13 +324,15 @@ def test_embedding_bags_op_trains_like_cpu(optimizer):
     w, ids, off, padding = make_batch(seed=5)
     go = torch.randn(17, sum(t.shape[1] for t in w))
 
+    state0 = _state(optimizer, w)  # one draw: both runs start from the same state
+
     def run(device):
         weights = [t.clone().to(device) for t in w]
         if not optimizer:
             for t in weights:
                 t.requires_grad_(True)
         anchor = torch.empty(0, device=device, requires_grad=bool(optimizer))
-        state = [s.to(device) for s in _state(optimizer, w)] if optimizer else []
+        state = [s.clone().to(device) for s in state0]
         hyper = torch.tensor([0.05, 1e-8], dtype=torch.float64)
         skipped = torch.zeros((), dtype=torch.int64)
         out = torch.ops.dlrmx.embedding_bags(anchor, weights, ids.to(device), off.to(device), None,

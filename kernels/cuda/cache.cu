@@ -105,16 +105,12 @@ void copy_rows(const void* src, int64_t row_bytes, const int64_t* idx, int64_t n
 // csrc/cache.cpp's check_rows, on the device: the first index outside [0, rows).
 void check_rows(const int64_t* idx, int64_t n, int64_t rows, const char* what,
                 cudaStream_t stream) {
-  int64_t* word = nullptr;
-  DLRMX_CUDA_TRY(cudaMallocAsync(reinterpret_cast<void**>(&word), sizeof(int64_t), stream));
-  fill_none(word, 1, stream);
-  check_rows_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(idx, n, rows, word);
-  const cudaError_t launched = cudaPeekAtLastError();
+  DeviceWord word(stream);
+  fill_none(word.get(), 1, stream);
+  check_rows_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(idx, n, rows, word.get());
+  DLRMX_CUDA_LAUNCHED("check_rows_kernel");
   int64_t bad = kNone;
-  const cudaError_t copied = cudaMemcpyAsync(&bad, word, sizeof bad, cudaMemcpyDeviceToHost, stream);
-  cudaFreeAsync(word, stream);
-  DLRMX_CUDA_TRY(launched);
-  DLRMX_CUDA_TRY(copied);
+  DLRMX_CUDA_TRY(cudaMemcpyAsync(&bad, word.get(), sizeof bad, cudaMemcpyDeviceToHost, stream));
   DLRMX_CUDA_TRY(cudaStreamSynchronize(stream));
   CHECK_INDEX(bad == kNone, what, ": rows[", bad, "] = ", fetch_value(idx + bad, stream),
               " is outside the table's rows [0, ", rows, ")");
@@ -195,23 +191,18 @@ int dlrmx_cuda_cache_remap(int64_t num_tables, const int32_t* const* maps, const
     }
     int64_t r[kRecWords];
     fetch(rec, r, kRecWords, stream);
+    // In the CPU path's order: the end is checked first (dlrmx.cache.kernels._checked_batch).
+    CHECK_VALUE(r[kRecEnd] == kNone, "offsets end at ", fetch_value(offsets + nbags, stream),
+                ", but values holds ", num_ids, " ids");
     CHECK_VALUE(r[kRecStart] == kNone, "cache remap: offsets[0] must be 0, got ",
                 fetch_value(offsets, stream));
     CHECK_VALUE(r[kRecDecrease] == kNone, "cache remap: offsets decrease at ", r[kRecDecrease]);
-    CHECK_VALUE(r[kRecEnd] == kNone, "offsets end at ", fetch_value(offsets + nbags, stream),
-                ", but values holds ", num_ids, " ids");
     if (r[kRecBadId] != kNone) {
       const int64_t j = r[kRecBadId];
       const int64_t id = ids_dtype == DLRMX_I32
           ? fetch_value(static_cast<const int32_t*>(ids) + j, stream)
           : fetch_value(static_cast<const int64_t*>(ids) + j, stream);
-      std::vector<int64_t> starts(T + 1);  // offsets[t * batch]: batch >= 1 as there are ids
-      DLRMX_CUDA_TRY(cudaMemcpy2DAsync(starts.data(), sizeof(int64_t), offsets,
-                                       batch * sizeof(int64_t), sizeof(int64_t), T + 1,
-                                       cudaMemcpyDeviceToHost, stream));
-      DLRMX_CUDA_TRY(cudaStreamSynchronize(stream));
-      int64_t t = 0;
-      while (t + 1 < T && j >= starts[t + 1]) ++t;
+      const int64_t t = table_of(offsets, batch, T, j, stream);
       dlrmx::checks::fail(DLRMX_INDEX_ERROR, "table ", t, ": values[", j, "] = ", id,
                    " is outside its rows [0, ", rows[t], ")");
     }

@@ -28,7 +28,9 @@ namespace dlrmx::cuda {
   } while (0)
 
 // After a launch: a bad configuration shows here, a fault later (at the next synchronisation).
-#define DLRMX_CUDA_LAUNCHED(name) DLRMX_CUDA_TRY(cudaPeekAtLastError())
+// cudaGetLastError clears what it reports: this library's static runtime has its own error slot,
+// which nothing else resets, so a peek would report one failure again at every later call.
+#define DLRMX_CUDA_LAUNCHED(name) DLRMX_CUDA_TRY(cudaGetLastError())
 
 inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 
@@ -58,6 +60,32 @@ T fetch_value(const T* p, cudaStream_t stream) {
   DLRMX_CUDA_TRY(cudaStreamSynchronize(stream));
   return v;
 }
+
+// The table whose ids hold position j of a table-major batch: offsets[t * batch] is where table
+// t's ids begin (batch >= 1 where there are ids). A word at a time (an error path; a 2-D copy's
+// pitch, batch * 8 bytes, has a device limit).
+inline int64_t table_of(const int64_t* offsets, int64_t batch, int64_t T, int64_t j,
+                        cudaStream_t stream) {
+  int64_t t = 0;
+  while (t + 1 < T && j >= fetch_value(offsets + (t + 1) * batch, stream)) ++t;
+  return t;
+}
+
+// One int64 word of device memory, freed (stream-ordered) however its scope ends.
+class DeviceWord {
+ public:
+  explicit DeviceWord(cudaStream_t stream) : stream_(stream) {
+    DLRMX_CUDA_TRY(cudaMallocAsync(reinterpret_cast<void**>(&p_), sizeof(int64_t), stream));
+  }
+  ~DeviceWord() { cudaFreeAsync(p_, stream_); }
+  DeviceWord(const DeviceWord&) = delete;
+  DeviceWord& operator=(const DeviceWord&) = delete;
+  int64_t* get() const { return p_; }
+
+ private:
+  int64_t* p_ = nullptr;
+  cudaStream_t stream_;
+};
 
 // ---- workspace ---------------------------------------------------------------------------------
 // Carves aligned pieces out of one buffer. With base == nullptr it only measures, so the size

@@ -153,14 +153,7 @@ void raise_bags_error(const Batch& b, const int64_t* rec, cudaStream_t stream) {
     const int64_t id = b.ids32()
         ? fetch_value(static_cast<const int32_t*>(b.ids) + j, stream)
         : fetch_value(static_cast<const int64_t*>(b.ids) + j, stream);
-    // offsets[t * B] for t = 0..T: where each table's ids begin (B >= 1: there are ids).
-    std::vector<int64_t> starts(b.T + 1);
-    DLRMX_CUDA_TRY(cudaMemcpy2DAsync(starts.data(), sizeof(int64_t), b.offsets,
-                                     b.B * sizeof(int64_t), sizeof(int64_t), b.T + 1,
-                                     cudaMemcpyDeviceToHost, stream));
-    DLRMX_CUDA_TRY(cudaStreamSynchronize(stream));
-    int64_t t = 0;
-    while (t + 1 < b.T && j >= starts[t + 1]) ++t;
+    const int64_t t = table_of(b.offsets, b.B, b.T, j, stream);
     checks::fail(DLRMX_INDEX_ERROR, "id ", id, " out of range for table ", t, " with ", b.rows[t],
                  " rows, at position ", j, " of ids");
   }

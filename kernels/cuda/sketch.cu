@@ -108,15 +108,11 @@ Seeds copy_seeds(const uint64_t* seeds, int64_t depth) {
 // Runs a check kernel writing the first bad position into one word; returns it (kNone: none).
 template <typename Launch>
 int64_t first_bad(cudaStream_t stream, Launch&& launch) {
-  int64_t* word = nullptr;
-  DLRMX_CUDA_TRY(cudaMallocAsync(reinterpret_cast<void**>(&word), sizeof(int64_t), stream));
-  fill_none(word, 1, stream);
-  launch(word);
+  DeviceWord word(stream);
+  fill_none(word.get(), 1, stream);
+  launch(word.get());
   int64_t bad = kNone;
-  const cudaError_t copied =
-      cudaMemcpyAsync(&bad, word, sizeof bad, cudaMemcpyDeviceToHost, stream);
-  cudaFreeAsync(word, stream);
-  DLRMX_CUDA_TRY(copied);
+  DLRMX_CUDA_TRY(cudaMemcpyAsync(&bad, word.get(), sizeof bad, cudaMemcpyDeviceToHost, stream));
   DLRMX_CUDA_TRY(cudaStreamSynchronize(stream));
   return bad;
 }

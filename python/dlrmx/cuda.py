@@ -19,8 +19,8 @@ kernels run on `torch.cuda.current_stream()` of the tensors' device.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
-import warnings
 from array import array
 from pathlib import Path
 import numpy as np
@@ -76,8 +76,20 @@ _load()
 
 
 def available() -> bool:
-    """True if the CUDA kernels are built and loaded and torch sees a GPU."""
-    return lib is not None and torch.cuda.is_available()
+    """True if the CUDA kernels are built and loaded, torch sees a GPU, and the GPU's driver
+    runs the CUDA major version the library was built with (else `load_error` says why)."""
+    return lib is not None and torch.cuda.is_available() and _driver_error() is None
+
+
+@functools.cache
+def _driver_error() -> str | None:
+    global load_error
+    v = versions()
+    if v["driver"] // 1000 < v["runtime"] // 1000:  # minor versions are compatible
+        load_error = (f"the GPU driver supports CUDA {v['driver']}, older than the CUDA "
+                      f"{v['runtime']} libdlrmx_cuda.so was built with: update the driver, or "
+                      "build with an nvcc the driver supports")
+    return load_error
 
 
 def _require() -> ctypes.CDLL:
