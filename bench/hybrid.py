@@ -69,9 +69,9 @@ def variants(a) -> dict[str, dict]:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    if not cuda.available():
-        print(f"bench/hybrid.py needs a GPU and dlrmx's CUDA kernels: "
-              f"{cuda.load_error or 'torch sees no GPU'}")
+    why = cuda.unavailable()
+    if why:
+        print(f"bench/hybrid.py needs a GPU and dlrmx's CUDA kernels: {why}")
         return 2
     print(f"device: {torch.cuda.get_device_name()}; torch {torch.__version__} (CUDA "
           f"{torch.version.cuda}); {a.threads} CPU threads")

@@ -9,6 +9,7 @@ from dlrmx import cuda, native_ops, ops
 from dlrmx.nn.sparse_optim import combine_fp32, split_fp32
 from dlrmx.optim import steps
 from dlrmx.train import TrainConfig, device, run
+from dlrmx.train.__main__ import main
 from dlrmx.train.config import parse_cli
 
 SHAPES = [(37, 13), (1,), (0, 5), (129, 64), (3, 1000)]  # odd sizes, an empty and a long tensor
@@ -98,10 +99,13 @@ def test_several_processes_refuse_the_gpu():
 
 
 @pytest.mark.skipif(cuda.available(), reason="this machine can train on CUDA")
-def test_cuda_without_kernels_or_gpu_is_a_clear_error_before_any_work(tmp_path):
+def test_cuda_without_kernels_or_gpu_is_a_clear_error_before_any_work(tmp_path, capsys):
     with pytest.raises(ValueError, match="--device cuda needs dlrmx's CUDA kernels and a GPU"):
         run(_cfg(tmp_path, device="cuda"))
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert main(["--device", "cuda", f"--run-dir={tmp_path / 'cli'}"]) == 2  # one error line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --device cuda needs"), err
     cfg, notes = parse_cli(["--use-gpu"])  # the reference falls back to the CPU, and so do we
     assert cfg.device == "cpu" and any(n.startswith("--use-gpu") for n in notes)
 

@@ -98,6 +98,9 @@ def _cli(argv, capsys):
     (["--numpy-rand-seed", "-1"], "--numpy-rand-seed must be in [0"),
     (["--data-sub-sample-rate", "1"], "--data-sub-sample-rate must be in [0, 1)"),
     (["--optimizer", "adam"], "--optimizer must be one of"),
+    (["--hot-device", "cuda"], "--hot-device cuda puts the hot rows on the GPU"),
+    (["--device", "cuda", "--hot-cache-budget", "1M", "--hot-device", "cpu"],
+     "--device cuda with --hot-cache-budget keeps the tables in host memory"),
 ])
 def test_bad_flags_end_in_one_error_line(argv, expect, capsys, tmp_path):
     rc, out = _cli(argv + [f"--run-dir={tmp_path}"], capsys)

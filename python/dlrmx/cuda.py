@@ -81,6 +81,13 @@ def available() -> bool:
     return lib is not None and torch.cuda.is_available() and _driver_error() is None
 
 
+def unavailable() -> str | None:
+    """Why `available()` is False (for error messages), or None where it is True."""
+    if available():
+        return None
+    return load_error or "torch sees no GPU"
+
+
 @functools.cache
 def _driver_error() -> str | None:
     global load_error
@@ -629,5 +636,5 @@ def scatter_rows(src: torch.Tensor, idx, dst: torch.Tensor) -> torch.Tensor:
     return dst
 
 
-__all__ = ["available", "lib", "load_error", "library_path", "versions", "Batch", "IMPLS",
+__all__ = ["available", "unavailable", "lib", "load_error", "library_path", "versions", "Batch", "IMPLS",
            "cms_update", "cms_query", "exact_count", "HotMapCUDA", "gather_rows", "scatter_rows"]

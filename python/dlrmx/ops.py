@@ -287,9 +287,10 @@ def _check_device(ids: torch.Tensor, offsets: torch.Tensor) -> None:
     """Ids off the CPU: CUDA ids with dlrmx's CUDA kernels loaded, offsets beside them."""
     if ids.device.type != "cuda":
         raise TypeError(f"ids must be on the CPU or a CUDA device, got {ids.device}")
-    if not cuda.available():
+    why = cuda.unavailable()
+    if why:
         raise RuntimeError(f"ids are on {ids.device}, but dlrmx's CUDA kernels are not "
-                           f"available: {cuda.load_error or 'torch sees no GPU'}")
+                           f"available: {why}")
     if offsets.device != ids.device:
         raise TypeError(f"offsets must be on the ids' device {ids.device}, got {offsets.device}")
 

@@ -54,9 +54,10 @@ class CachedEmbeddingBagCollection(EmbeddingBagCollection):
         if hot_device == "cuda":
             from dlrmx import cuda
 
-            if not cuda.available():
+            why = cuda.unavailable()
+            if why:
                 raise ValueError(f"--hot-device cuda needs dlrmx's CUDA kernels and a GPU "
-                                 f"({cuda.load_error or 'torch sees no GPU'}); use --hot-device cpu")
+                                 f"({why}); use --hot-device cpu")
             tier = out if out is not None and out.type == "cuda" else torch.device("cuda")
         self.output_device = out or tier
         if optimizer is None:

@@ -41,9 +41,10 @@ def table_device(device, who: str) -> torch.device:
     if dev.type == "cuda":
         from dlrmx import cuda
 
-        if not cuda.available():
+        why = cuda.unavailable()
+        if why:
             raise NotImplementedError(f"{who}: device={device!r} needs dlrmx's CUDA kernels and a "
-                                      f"GPU: {cuda.load_error or 'torch sees no GPU'}")
+                                      f"GPU: {why}")
     return dev
 
 

@@ -29,9 +29,9 @@ def target(cfg: TrainConfig, distributed: bool) -> torch.device:
     if distributed:
         raise ValueError("--device cuda trains in one process; several processes train on the "
                          "CPU (drop --device cuda, or run one process)")
-    if not cuda.available():
-        raise ValueError(f"--device cuda needs dlrmx's CUDA kernels and a GPU: "
-                         f"{cuda.load_error or 'torch sees no GPU'}")
+    why = cuda.unavailable()
+    if why:
+        raise ValueError(f"--device cuda needs dlrmx's CUDA kernels and a GPU: {why}")
     return torch.device("cuda", torch.cuda.current_device())
 
 
