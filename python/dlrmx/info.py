@@ -24,7 +24,7 @@ def info() -> dict:
         "isa_forced": os.environ.get("DLRMX_CPU_ISA") or None,
         "threads": torch.get_num_threads(),
         "cuda_kernels": "loaded" if cuda.lib is not None else cuda.load_error,
-        "cuda_available": cuda.available(),  # loaded, and torch sees a GPU
+        "cuda_available": cuda.available(),  # loaded, a GPU seen, a driver that runs it
     }
 
 

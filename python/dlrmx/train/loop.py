@@ -474,7 +474,7 @@ def build(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path,
         plan = distributed.data.shared(ctx, plan_gemms(model, cfg.mini_batch_size, library))
         chosen["gemms"] = apply_plan(model, plan) if ctx else plan
     (run_dir / "precision.json").write_text(json.dumps(chosen, indent=1))
-    print(f"GEMMs: {_gemm_summary(chosen['gemms'], cfg.gemm_library) if dev.type == 'cpu' else 'torch (cuBLAS) on ' + str(dev)}")
+    print(f"GEMMs: {_gemm_summary(chosen['gemms'], cfg.gemm_library, dev)}")
     return source, model, dense_opt, chosen
 
 
@@ -539,7 +539,9 @@ def _resolve_precision(cfg: TrainConfig, num_tables: int) -> dict[str, Any]:
     return rec
 
 
-def _gemm_summary(plan: list[dict[str, Any]], library: str) -> str:
+def _gemm_summary(plan: list[dict[str, Any]], library: str, dev: torch.device) -> str:
+    if dev.type != "cpu":
+        return f"torch's (cuBLAS) on {dev}"
     picks = [p[k] for p in plan for k in ("forward", "input_grad")]
     how = "measured per shape" if library == "auto" else "--gemm-library"
     return (f"oneDNN for {picks.count('onednn')} of {len(picks)} forward/input-gradient GEMMs, "
